@@ -1,0 +1,119 @@
+"""OpenAI Codex (`codex exec --json`): a JSONL event stream in both modes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from ..events import Event
+from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, \
+    describe_failure, usage_from
+
+SANDBOXES = {"read-only": "read-only", "workspace": "workspace-write", "full": "danger-full-access"}
+
+
+def _usage(data: Any):
+    return usage_from(data, input_key="input_tokens", output_key="output_tokens",
+                      cached_key="cached_input_tokens", reasoning_key="reasoning_output_tokens")
+
+
+class CodexBackend(Backend):
+    name = "codex"
+    allowed_extra_flags = {"--model": True, "-m": True}
+    # turn.completed carries the thread's running total (reference/codex-cli.md §4).
+    cumulative_usage = True
+
+    def build(self, spec: RunSpec, executable: str, allow_dangerous: bool) -> Invocation:
+        # --skip-git-repo-check: a workdir need not be a git repository.
+        argv = [executable, "exec", "--json", "--skip-git-repo-check"]
+        notes: list[str] = []
+        if spec.model:
+            argv += ["-m", spec.model]
+        if spec.sandbox_mode in SANDBOXES:
+            if spec.sandbox_mode == "full" and not allow_dangerous:
+                raise UnsupportedOption("sandbox_mode", "sandbox_mode 'full' turns codex's sandbox off; the "
+                                        "operator has not set backends.codex.allow_dangerous_flags")
+            argv += ["-s", SANDBOXES[spec.sandbox_mode]]
+        if spec.approval_mode not in ("", "default"):
+            notes.append("codex exec has no approval setting (it never asks): approval_mode "
+                         f"{spec.approval_mode!r} was not applied")
+        if spec.max_turns > 0:
+            notes.append("codex has no max-turns flag: max_turns was not applied")
+        if spec.ephemeral:
+            argv.append("--ephemeral")
+        argv += spec.operator_flags + spec.extra
+        if spec.resume_id:
+            argv += ["resume", spec.resume_id]
+        argv.append("-")  # read the prompt from stdin
+        return Invocation(argv, _with_system_prompt(spec), spec.workdir or None, notes=notes)
+
+    def parse_output(self, stdout: str, stderr: str, exit_code: int) -> ParsedOutput:
+        parser = CodexStreamParser()
+        for line in stdout.splitlines():
+            parser.feed(line)
+        return self.finish_stream(parser, stderr, exit_code)
+
+    def stream_parser(self) -> StreamParser:
+        return CodexStreamParser()
+
+
+def _with_system_prompt(spec: RunSpec) -> str:
+    """codex exec has no system-prompt flag, so the instructions lead the prompt text."""
+    if not spec.system_prompt:
+        return spec.prompt
+    return f"<system_instructions>\n{spec.system_prompt}\n</system_instructions>\n\n{spec.prompt}"
+
+
+class CodexStreamParser(StreamParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_error: str | None = None
+
+    def handle(self, data: dict[str, Any]) -> Iterable[Event]:
+        kind = data.get("type")
+        if kind == "thread.started":
+            self.backend_session_id = data.get("thread_id")
+            yield Event("init", {"backend_session_id": self.backend_session_id})
+        elif kind == "turn.started":
+            yield Event("progress", {"stage": "turn_started"})
+        elif kind in ("item.started", "item.completed"):
+            yield from self._item(data.get("item") or {}, completed=kind == "item.completed")
+        elif kind == "turn.completed":
+            self.token_usage = _usage(data.get("usage"))
+        elif kind == "error":
+            # Also used for "Reconnecting... n/5" progress; only turn.failed is final.
+            self._last_error = str(data.get("message") or "")
+            yield Event("progress", {"stage": "retry", "message": self._last_error})
+        elif kind == "turn.failed":
+            error = data.get("error") or {}
+            self.error = str(error.get("message") if isinstance(error, dict) else error) or self._last_error
+            yield Event("error", {"message": self.error})
+
+    def _item(self, item: dict[str, Any], completed: bool) -> Iterable[Event]:
+        kind, item_id = item.get("type"), item.get("id")
+        if kind == "agent_message" and completed and item.get("text"):
+            # The answer. The original dropped these items when streaming.
+            if self.text_parts:
+                self.text_parts.append("\n")
+            yield self.message(str(item["text"]), partial=False)
+        elif kind == "reasoning" and completed and item.get("text"):
+            yield Event("thinking", {"text": item["text"]})
+        elif kind == "command_execution":
+            if not completed:
+                yield Event("tool_use", {"tool_id": item_id, "tool_name": "shell",
+                                         "input": {"command": item.get("command")}})
+            else:
+                yield Event("tool_result", {"tool_id": item_id, "tool_name": "shell",
+                                            "output": item.get("aggregated_output", ""),
+                                            "is_error": item.get("status") == "failed"})
+        elif kind == "file_change":
+            if not completed:
+                yield Event("tool_use", {"tool_id": item_id, "tool_name": "apply_patch",
+                                         "input": {"changes": item.get("changes")}})
+            else:
+                yield Event("tool_result", {"tool_id": item_id, "tool_name": "apply_patch",
+                                            "output": json.dumps(item.get("changes")),
+                                            "is_error": item.get("status") == "failed"})
+        elif kind == "error" and completed:
+            # A warning item (e.g. unknown model metadata), not a failure.
+            yield Event("progress", {"stage": "warning", "message": item.get("message")})

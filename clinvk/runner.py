@@ -1,0 +1,308 @@
+"""Running one CLI process: own process group, prompt on stdin, bounded output, a deadline, and a
+guaranteed end — the whole group is killed on timeout, cancellation, client disconnect or shutdown.
+
+Spawning uses ``start_new_session=True`` and no ``preexec_fn`` so that CPython takes its vfork path:
+about 1 ms whatever the server's size, where a real fork of a large worker costs ten times that.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from .backends import Invocation
+
+MAX_STDOUT_BYTES = 32 * 1024 * 1024
+MAX_STDERR_BYTES = 1024 * 1024
+MAX_LINE_BYTES = 10 * 1024 * 1024
+TERM_GRACE_SECS = 2.0
+# How long a CLI may keep its pipes open through a leftover child after it exited itself.
+EXIT_DRAIN_SECS = 0.2
+POLL_SECS = 1.0
+
+
+@dataclass
+class ProcessOutcome:
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: int
+    timed_out: bool = False
+    cancelled: str | None = None  # why clinvk ended the run early, if it did
+    truncated: bool = False
+
+
+class StartError(OSError):
+    """The executable could not be started (missing, not executable, bad workdir)."""
+
+
+class RunningProcess:
+    """One spawned CLI. Use :meth:`collect` (whole output) or :meth:`lines` (streaming), then :meth:`close`."""
+
+    def __init__(self, invocation: Invocation, env: dict[str, str], timeout: float):
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.timeout = timeout
+        self.timed_out = False
+        self.cancelled: str | None = None
+        self.truncated = False
+        self._stderr = bytearray()
+        self._lock = threading.Lock()
+        stdin_fd = _prompt_fd(invocation.stdin_text)
+        try:
+            self.proc = subprocess.Popen(
+                invocation.argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=invocation.cwd, env=env, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise StartError(exc.errno, f"cannot start {invocation.argv[0]}: {exc.strerror}") from exc
+        finally:
+            os.close(stdin_fd)
+        _LIVE.add(self)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def collect(self) -> ProcessOutcome:
+        """Wait for the process and return all of its (bounded) output."""
+        stdout = bytearray()
+        for chunk in self._pump(keepalive=None):
+            if chunk is None:
+                continue
+            if len(stdout) + len(chunk) > MAX_STDOUT_BYTES:
+                self.truncated = True
+                self.terminate(f"output exceeded {MAX_STDOUT_BYTES} bytes")
+                break
+            stdout += chunk
+        return self._outcome(stdout.decode("utf-8", "replace"))
+
+    def lines(self, keepalive: float) -> Iterator[str | None]:
+        """Yield stdout lines as they arrive, and ``None`` after ``keepalive`` seconds of silence."""
+        buffer = bytearray()
+        for chunk in self._pump(keepalive=keepalive):
+            if chunk is None:
+                yield None
+                continue
+            buffer += chunk
+            while True:
+                end = buffer.find(b"\n")
+                if end < 0:
+                    break
+                line = bytes(buffer[:end])
+                del buffer[:end + 1]
+                yield line.decode("utf-8", "replace")
+            if len(buffer) > MAX_LINE_BYTES:
+                self.truncated = True
+                self.terminate(f"a stream line exceeded {MAX_LINE_BYTES} bytes")
+                return
+        if buffer:
+            yield buffer.decode("utf-8", "replace")
+
+    def outcome(self) -> ProcessOutcome:
+        """The outcome after :meth:`lines` was exhausted."""
+        return self._outcome("")
+
+    def _outcome(self, stdout: str) -> ProcessOutcome:
+        exit_code = self._reap()
+        return ProcessOutcome(stdout, self._stderr.decode("utf-8", "replace"), exit_code,
+                              int((time.monotonic() - self.started) * 1000), self.timed_out, self.cancelled,
+                              self.truncated)
+
+    def _pump(self, keepalive: float | None) -> Iterator[bytes | None]:
+        """Read stdout and stderr without deadlock; yield stdout chunks, ``None`` on keep-alive ticks."""
+        selector = selectors.DefaultSelector()
+        streams = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
+        for fd in streams:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        last_output = time.monotonic()
+        exited_at: float | None = None
+        try:
+            while streams:
+                now = time.monotonic()
+                if now >= self.deadline:
+                    self.timed_out = True
+                    self.terminate(f"timed out after {self.timeout:g} s")
+                    return
+                wait = min(self.deadline - now, POLL_SECS)
+                if keepalive is not None:
+                    wait = min(wait, max(0.0, last_output + keepalive - now))
+                events = selector.select(wait)
+                for key, _ in events:
+                    try:
+                        data = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        selector.unregister(key.fd)
+                        del streams[key.fd]
+                    elif streams[key.fd] == "out":
+                        last_output = time.monotonic()
+                        yield data
+                    elif len(self._stderr) < MAX_STDERR_BYTES:
+                        self._stderr += data[:MAX_STDERR_BYTES - len(self._stderr)]
+                if self.cancelled:
+                    return
+                now = time.monotonic()
+                if keepalive is not None and now - last_output >= keepalive:
+                    last_output = now
+                    yield None
+                if not events and self.proc.poll() is not None:
+                    # The CLI exited but a leftover child still holds its pipes open.
+                    exited_at = exited_at or now
+                    if now - exited_at >= EXIT_DRAIN_SECS:
+                        return
+        finally:
+            selector.close()
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def terminate(self, reason: str) -> None:
+        """End the whole process group: SIGTERM, then SIGKILL after a short grace. Thread-safe."""
+        with self._lock:
+            if self.cancelled is None and self.proc.returncode is None:
+                self.cancelled = reason
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(TERM_GRACE_SECS)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(self.proc.pid, signal.SIGKILL)
+
+    def _reap(self) -> int:
+        try:
+            code = self.proc.wait(max(0.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.timed_out = True
+            self.terminate(f"timed out after {self.timeout:g} s")
+            code = self.proc.wait()
+        # Whatever the CLI left running in its group goes with it: no orphans.
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        return -1 if self.cancelled else code
+
+    def close(self) -> None:
+        """Idempotent cleanup: kill the group if it still runs, close pipes, forget the process."""
+        if self.proc.returncode is None:
+            self.terminate(self.cancelled or "closed before it finished")
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        _LIVE.discard(self)
+
+
+def _prompt_fd(text: str) -> int:
+    """A readable fd holding the prompt: any size, no writer thread, never an open pipe (CLIs wait on those)."""
+    fd = os.memfd_create("clinvk-prompt", os.MFD_CLOEXEC)
+    data = text.encode("utf-8")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _LiveRuns:
+    """Every process still running in this worker, so shutdown can end them all."""
+
+    def __init__(self) -> None:
+        self._runs: set[RunningProcess] = set()
+        self._lock = threading.Lock()
+
+    def add(self, run: RunningProcess) -> None:
+        with self._lock:
+            self._runs.add(run)
+
+    def discard(self, run: RunningProcess) -> None:
+        with self._lock:
+            self._runs.discard(run)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def terminate_all(self, reason: str = "server shutting down") -> int:
+        with self._lock:
+            runs = list(self._runs)
+        threads = [threading.Thread(target=run.terminate, args=(reason,)) for run in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return len(runs)
+
+
+_LIVE = _LiveRuns()
+terminate_all = _LIVE.terminate_all
+live_count = _LIVE.__len__
+atexit.register(terminate_all)
+
+
+class GateFull(Exception):
+    """No run slot and no room to wait: the caller should answer 429/503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConcurrencyGate:
+    """Caps concurrent CLI runs in this process; excess callers wait in a bounded queue.
+
+    Waiting briefly beats refusing at once (bursts are common and runs short); refusing beats an
+    unbounded pile of 200 MB CLI processes.
+    """
+
+    def __init__(self, limit: int, max_queued: int, queue_timeout: float):
+        self.limit = limit
+        self.max_queued = max_queued
+        self.queue_timeout = queue_timeout
+        self.running = 0
+        self.queued = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self) -> None:
+        with self._cond:
+            if self.running < self.limit:
+                self.running += 1
+                return
+            if self.queued >= self.max_queued:
+                raise GateFull(f"server busy: {self.running} runs in progress and {self.queued} waiting",
+                               retry_after=max(1, int(self.queue_timeout)))
+            self.queued += 1
+            try:
+                if not self._cond.wait_for(lambda: self.running < self.limit, self.queue_timeout):
+                    raise GateFull(f"server busy: waited {self.queue_timeout:g} s for a free run slot",
+                                   retry_after=max(1, int(self.queue_timeout)))
+                self.running += 1
+            finally:
+                self.queued -= 1
+
+    def release(self) -> None:
+        with self._cond:
+            self.running -= 1
+            self._cond.notify()

@@ -1,0 +1,184 @@
+"""The native REST API under /api/v1: prompt (with session continuation and NDJSON streaming),
+backends and sessions. Views parse, call the service, render."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..events import Event, RunResult
+from ..service import PromptRequest, Service
+from . import schemas
+from .bodies import load
+from .errors import ApiError, validation_error
+from .streaming import stream_response
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+prompt_schema = schemas.PromptRequestSchema()
+session_query_schema = schemas.SessionListQuerySchema()
+HIDDEN_SESSION_FIELDS = ()
+
+
+def service() -> Service:
+    return current_app.extensions["clinvk.service"]
+
+
+def prompt_request(data: dict[str, Any]) -> PromptRequest:
+    return PromptRequest(**{k: v for k, v in data.items() if k in PromptRequest.__dataclass_fields__})
+
+
+def result_body(result: RunResult, session_id: str | None, warnings: list[str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"backend": result.backend, "exit_code": result.exit_code,
+                            "duration_ms": result.duration_ms, "output": result.output}
+    if session_id:
+        body["session_id"] = session_id
+    if result.error:
+        body["error"] = result.error
+    if result.token_usage is not None:
+        body["token_usage"] = result.token_usage.to_dict()
+    if result.backend_session_id:
+        body["backend_session_id"] = result.backend_session_id
+    if result.model:
+        body["model"] = result.model
+    if warnings:
+        body["warnings"] = warnings
+    return body
+
+
+def ndjson(event: Event | None) -> str:
+    if event is None:
+        return json.dumps({"type": "keepalive"}) + "\n"
+    return json.dumps(event.to_dict(), ensure_ascii=False) + "\n"
+
+
+@bp.post("/prompt")
+def prompt():
+    """Run one prompt on a backend, or continue a stored session.
+
+    ---
+    post:
+      tags: [Custom API]
+      operationId: executePrompt
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: PromptRequestSchema
+      responses:
+        200:
+          description: The run's result (`exit_code` and `error` tell a failed run), or with
+            `output_format` `stream-json` an NDJSON stream of unified events ending with `done`.
+          content:
+            application/json:
+              schema: PromptResponseSchema
+            application/x-ndjson:
+              schema: StreamEventSchema
+        404: {description: Unknown session_id, content: {application/problem+json: {schema: ProblemSchema}}}
+        409: {description: Session cannot be continued, content: {application/problem+json: {schema: ProblemSchema}}}
+        422: {description: Invalid request, content: {application/problem+json: {schema: ProblemSchema}}}
+        429: {description: Server busy or rate limited, content: {application/problem+json: {schema: ProblemSchema}}}
+        503: {description: Backend not available, content: {application/problem+json: {schema: ProblemSchema}}}
+    """
+    data = load(prompt_schema)
+    prepared = service().prepare(prompt_request(data))
+    if prepared.stream:
+        run = prepared.start_stream()
+        keepalive = current_app.config["CLINVK"].server.keepalive_interval_secs
+        return stream_response((ndjson(e) for e in run.events(keepalive)), "application/x-ndjson", run.close)
+    result = prepared.execute()
+    return jsonify(result_body(result, prepared.session_id, prepared.notes))
+
+
+@bp.get("/backends")
+def backends():
+    """List the backends and whether their CLI is available.
+
+    ---
+    get:
+      tags: [Custom API]
+      operationId: listBackends
+      responses:
+        200: {description: The backends, content: {application/json: {schema: BackendsResponseSchema}}}
+    """
+    return jsonify({"backends": service().backends()})
+
+
+def session_body(session) -> dict[str, Any]:
+    return session.to_dict()
+
+
+@bp.get("/sessions")
+def list_sessions():
+    """List stored sessions, newest first, with filters and pagination.
+
+    ---
+    get:
+      tags: [Custom API]
+      operationId: listSessions
+      parameters:
+        - {in: query, name: backend, schema: {type: string, enum: [claude, codex, gemini]}}
+        - {in: query, name: status, schema: {type: string, enum: [active, completed, error, paused]}}
+        - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
+        - {in: query, name: offset, schema: {type: integer, minimum: 0, default: 0}}
+      responses:
+        200: {description: A page of sessions, content: {application/json: {schema: SessionListResponseSchema}}}
+        422: {description: Invalid query, content: {application/problem+json: {schema: ProblemSchema}}}
+    """
+    try:
+        query = session_query_schema.load(request.args.to_dict())
+    except schemas.ValidationError as exc:
+        raise validation_error(exc, prefix="query") from None
+    sessions, total = service().store.list(**query)
+    return jsonify({"sessions": [session_body(s) for s in sessions], "total": total,
+                    "limit": query["limit"], "offset": query["offset"]})
+
+
+def find_session(session_id: str):
+    try:
+        return service().store.get(session_id)
+    except LookupError as exc:
+        raise ApiError(404, str(exc), errors=[{"field": "path.id", "message": str(exc)}]) from None
+    except ValueError as exc:
+        raise ApiError(404, str(exc), errors=[{"field": "path.id", "message": str(exc)}]) from None
+
+
+@bp.get("/sessions/<session_id>")
+def get_session(session_id: str):
+    """Get one session by id or unique id prefix.
+
+    ---
+    get:
+      tags: [Custom API]
+      operationId: getSession
+      parameters:
+        - {in: path, name: session_id, required: true, schema: {type: string}}
+      responses:
+        200: {description: The session, content: {application/json: {schema: SessionSchema}}}
+        404: {description: No such session, content: {application/problem+json: {schema: ProblemSchema}}}
+    """
+    return jsonify(session_body(find_session(session_id)))
+
+
+@bp.delete("/sessions/<session_id>")
+def delete_session(session_id: str):
+    """Delete one session by id or unique id prefix.
+
+    ---
+    delete:
+      tags: [Custom API]
+      operationId: deleteSession
+      parameters:
+        - {in: path, name: session_id, required: true, schema: {type: string}}
+      responses:
+        200: {description: Deleted, content: {application/json: {schema: DeleteSessionResponseSchema}}}
+        404: {description: No such session, content: {application/problem+json: {schema: ProblemSchema}}}
+    """
+    session = find_session(session_id)
+    try:
+        service().store.delete(session.id)
+    except LookupError as exc:  # deleted by someone else meanwhile
+        raise ApiError(404, str(exc)) from None
+    return jsonify({"deleted": True, "id": session.id})

@@ -1,0 +1,359 @@
+"""Session store: one SQLite database (WAL mode) shared by every gunicorn worker, thread and CLI process.
+
+Why SQLite: WAL lets readers run while one writer commits, SQLite's own file locks make the store safe
+across processes (no lock files of our own), and indexes keep list/filter/paginate fast at any size.
+Each thread of each process gets its own connection (sqlite3 connections must not cross threads, and
+must never be used again in a child after ``fork``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from clinvk.events import TokenUsage
+
+STATUSES = ("active", "completed", "error", "paused")
+SCHEMA_VERSION = 1  # stored in PRAGMA user_version; bump it and add a migration step when the schema changes
+BUSY_TIMEOUT_MS = 15_000  # wait this long for another process's write lock before "database is locked"
+TITLE_MAX = 60
+DISPLAY_MAX = 50
+_ID_RE = re.compile(r"[0-9a-f]{1,32}")
+_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width, so text order == time order in SQL
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY, backend TEXT NOT NULL, created_at TEXT NOT NULL, last_used TEXT NOT NULL,
+        working_dir TEXT NOT NULL DEFAULT '', backend_session_id TEXT, model TEXT,
+        initial_prompt TEXT NOT NULL DEFAULT '', title TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'active', turn_count INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0, reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        tags TEXT NOT NULL DEFAULT '[]', metadata TEXT NOT NULL DEFAULT '{}', error_message TEXT)""",
+    # `id` ends each index so ORDER BY last_used DESC, id DESC (a stable page order) is read straight
+    # from the index, with or without a backend/status filter.
+    "CREATE INDEX IF NOT EXISTS sessions_last_used ON sessions (last_used, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_backend_last_used ON sessions (backend, last_used, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_status_last_used ON sessions (status, last_used, id)",
+]
+
+
+class SessionNotFound(LookupError):
+    """No session has this id (or an id starting with this prefix)."""
+
+
+class AmbiguousSession(LookupError):
+    """The prefix matches more than one session."""
+
+
+class InvalidSessionId(ValueError):
+    """The id or prefix is not 1-32 lowercase hex characters."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _fmt(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _derive_title(prompt: str) -> str:
+    """First non-blank line of the prompt, whitespace collapsed, at most TITLE_MAX characters."""
+    for line in prompt.splitlines():
+        line = " ".join(line.split())
+        if line:
+            return _cut(line, TITLE_MAX)
+    return ""
+
+
+def _check_id(value: Any) -> str:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise InvalidSessionId(f"invalid session id {value!r}: must be 1-32 lowercase hex characters")
+    return value
+
+
+def _check_status(status: Any) -> str:
+    if status not in STATUSES:
+        raise ValueError(f"invalid session status {status!r}: must be one of {', '.join(STATUSES)}")
+    return status
+
+
+@dataclass
+class Session:
+    id: str
+    backend: str
+    created_at: datetime
+    last_used: datetime
+    working_dir: str = ""
+    backend_session_id: str | None = None
+    model: str | None = None
+    initial_prompt: str = ""
+    title: str = ""
+    status: str = "active"
+    turn_count: int = 0
+    token_usage: TokenUsage = field(default_factory=TokenUsage)
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    error_message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-ready: times as 'YYYY-MM-DDTHH:MM:SS.ffffffZ', token_usage as a dict."""
+        return {
+            "id": self.id, "backend": self.backend,
+            "created_at": _fmt(self.created_at), "last_used": _fmt(self.last_used),
+            "working_dir": self.working_dir, "backend_session_id": self.backend_session_id,
+            "model": self.model, "initial_prompt": self.initial_prompt, "title": self.title,
+            "status": self.status, "turn_count": self.turn_count, "token_usage": self.token_usage.to_dict(),
+            "tags": list(self.tags), "metadata": dict(self.metadata), "error_message": self.error_message,
+        }
+
+    @property
+    def display_name(self) -> str:
+        """Title, else the initial prompt cut to 50 characters, else the first 8 characters of the id."""
+        prompt = " ".join(self.initial_prompt.split())
+        return self.title or (_cut(prompt, DISPLAY_MAX) if prompt else self.id[:8])
+
+
+def _row_to_session(row: sqlite3.Row) -> Session:
+    return Session(
+        id=row["id"], backend=row["backend"], created_at=_parse(row["created_at"]),
+        last_used=_parse(row["last_used"]), working_dir=row["working_dir"],
+        backend_session_id=row["backend_session_id"], model=row["model"],
+        initial_prompt=row["initial_prompt"], title=row["title"], status=row["status"],
+        turn_count=row["turn_count"], token_usage=TokenUsage(*(row[c] for c in _TOKEN_COLUMNS)),
+        tags=json.loads(row["tags"]), metadata=json.loads(row["metadata"]),
+        error_message=row["error_message"],
+    )
+
+
+class SessionStore:
+    """Sessions in one SQLite file, safe to share between processes and threads."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        """Open (creating if needed) the database at ``path``; a new parent directory is made 0700."""
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, mode=0o700)
+            os.chmod(self.path.parent, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            pass
+        # Create the file ourselves so it is 0600 from the start (SQLite would use 0644); SQLite gives
+        # the -wal and -shm files the same mode as the database. An existing store is tightened too:
+        # it holds users' prompts.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        if self.path.stat().st_mode & 0o077:
+            os.chmod(self.path, 0o600)
+        self._local = threading.local()
+        conn = self._conn()
+        # WAL is a property of the file (set once, kept); it is what lets reads run during a write.
+        conn.execute("PRAGMA journal_mode = WAL")
+        with self._write() as conn:  # several workers may open a fresh file at once: create it once
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: schema version {version} is newer than this clinvk's"
+                                   f" ({SCHEMA_VERSION})")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        # SQLite connections must not be carried across fork (gunicorn --preload opens the store in
+        # the master): a child that finds its parent's connection opens its own.
+        if getattr(local, "conn", None) is None or local.pid != os.getpid():
+            # isolation_level=None: no implicit transactions; we issue BEGIN ourselves.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = NORMAL")  # in WAL: no corruption risk, far fewer fsyncs
+            local.conn, local.pid = conn, os.getpid()
+        return local.conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it. A plain
+        # (deferred) BEGIN would start as a reader and upgrade on its first write; in WAL mode that
+        # upgrade fails at once with "database is locked" (no waiting) if another process committed
+        # meanwhile. It also means what we read back in the transaction is exactly what we wrote.
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # never leave this thread's connection inside a transaction
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # One snapshot for several SELECTs (e.g. a page and its total); never blocks writers in WAL.
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str) -> sqlite3.Row:
+        prefix = _check_id(id_or_prefix)
+        # A range on the primary key uses its index (LIKE would not: it is case-insensitive); every
+        # id starting with `prefix` sorts between `prefix` and `prefix + "g"` as 'g' > 'f' > '9'.
+        where, args = "id >= ? AND id < ?", (prefix, prefix + "g")
+        rows = conn.execute(f"SELECT * FROM sessions WHERE {where} ORDER BY id LIMIT 2", args).fetchall()
+        if not rows:
+            raise SessionNotFound(f"no session found with id or prefix {prefix!r}")
+        if len(rows) > 1 and rows[0]["id"] != prefix:
+            n = conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {where}", args).fetchone()[0]
+            raise AmbiguousSession(f"ambiguous prefix {prefix!r}: matches {n} sessions")
+        return rows[0]
+
+    def create(self, *, backend: str, working_dir: str = "", model: str | None = None,
+               initial_prompt: str = "", tags: list[str] | None = None,
+               metadata: dict[str, str] | None = None) -> Session:
+        """Create and store an ``active`` session with zero turns and usage; the title is derived
+        from the prompt. ValueError for an empty backend or non-string tags/metadata."""
+        if not isinstance(backend, str) or not backend:
+            raise ValueError("backend must be a non-empty string")
+        tags, metadata = list(tags or []), dict(metadata or {})
+        if not all(isinstance(t, str) for t in tags):
+            raise ValueError("tags must be strings")
+        tags = list(dict.fromkeys(tags))  # keep order, drop duplicates
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise ValueError("metadata keys and values must be strings")
+        now = _now()
+        session = Session(id=secrets.token_hex(16), backend=backend, created_at=now, last_used=now,
+                          working_dir=working_dir or "", model=model, initial_prompt=initial_prompt or "",
+                          title=_derive_title(initial_prompt or ""), tags=tags, metadata=metadata)
+        self._conn().execute(
+            "INSERT INTO sessions (id, backend, created_at, last_used, working_dir, model, initial_prompt,"
+            " title, status, tags, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session.id, backend, _fmt(now), _fmt(now), session.working_dir, model, session.initial_prompt,
+             session.title, session.status, json.dumps(tags), json.dumps(metadata)))
+        return session
+
+    def get(self, id_or_prefix: str) -> Session:
+        """The session with this full id or unique prefix.
+
+        Raises InvalidSessionId (not 1-32 lowercase hex), SessionNotFound or AmbiguousSession."""
+        return _row_to_session(self._resolve(self._conn(), id_or_prefix))
+
+    def record_turn(self, session_id: str, *, status: str, backend_session_id: str | None = None,
+                    token_usage: TokenUsage | None = None, error_message: str | None = None,
+                    model: str | None = None) -> Session:
+        """Record one finished run: turn_count + 1, usage added to the stored sum, last_used = now,
+        status set; backend_session_id and model set when given (never cleared); error_message kept
+        only when status is 'error'. Returns the updated session."""
+        _check_status(status)
+        _check_id(session_id)
+        usage = token_usage or TokenUsage()
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET turn_count = turn_count + 1, input_tokens = input_tokens + ?,"
+                " output_tokens = output_tokens + ?, cached_tokens = cached_tokens + ?,"
+                " reasoning_tokens = reasoning_tokens + ?, last_used = ?, status = ?,"
+                " backend_session_id = COALESCE(?, backend_session_id), model = COALESCE(?, model),"
+                " error_message = ? WHERE id = ?",
+                (*(getattr(usage, c) for c in _TOKEN_COLUMNS), _fmt(_now()), status,
+                 backend_session_id or None, model or None,
+                 error_message if status == "error" else None, session_id))
+            if cur.rowcount == 0:
+                raise SessionNotFound(f"no session found with id or prefix {session_id!r}")
+            row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _row_to_session(row)
+
+    def set_status(self, session_id: str, status: str) -> None:
+        """Set the status (e.g. 'active' when a turn starts) and bump last_used; clears error_message
+        unless the status is 'error'."""
+        _check_status(status)
+        _check_id(session_id)
+        cur = self._conn().execute(
+            "UPDATE sessions SET status = ?, last_used = ?,"
+            " error_message = CASE WHEN ? = 'error' THEN error_message END WHERE id = ?",
+            (status, _fmt(_now()), status, session_id))
+        if cur.rowcount == 0:
+            raise SessionNotFound(f"no session found with id or prefix {session_id!r}")
+
+    def list(self, *, backend: str | None = None, status: str | None = None, limit: int = 100,
+             offset: int = 0) -> tuple[list[Session], int]:
+        """One page of sessions, newest last_used first, and the total number matching the filters.
+        Filters are exact matches (None or "" = no filter); limit <= 0 means no limit."""
+        where = [f"{col} = ?" for col, val in (("backend", backend), ("status", status)) if val]
+        args: list[Any] = [val for val in (backend, status) if val]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            page = (*args, limit if limit > 0 else -1, max(offset, 0))
+            rows = conn.execute(f"SELECT * FROM sessions{clause} ORDER BY last_used DESC, id DESC"
+                                " LIMIT ? OFFSET ?", page).fetchall()
+            total = conn.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
+        return [_row_to_session(r) for r in rows], total
+
+    def delete(self, id_or_prefix: str) -> Session:
+        """Delete the session with this full id or unique prefix and return it."""
+        with self._write() as conn:  # resolve and delete under one lock: the id can't change in between
+            row = self._resolve(conn, id_or_prefix)
+            conn.execute("DELETE FROM sessions WHERE id = ?", (row["id"],))
+        return _row_to_session(row)
+
+    def count(self) -> int:
+        """Number of stored sessions."""
+        return self._conn().execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+
+    def clean(self, older_than_days: float) -> int:
+        """Delete sessions whose last_used is more than ``older_than_days`` ago; returns how many.
+        The age must be > 0: a zero or negative value (which would delete everything) is an error."""
+        if not older_than_days > 0:  # also rejects NaN
+            raise ValueError(f"older_than_days must be > 0, got {older_than_days!r}")
+        try:
+            cutoff = _now() - timedelta(days=older_than_days)
+        except OverflowError:  # older than the calendar: nothing is that old
+            return 0
+        with self._write() as conn:
+            return conn.execute("DELETE FROM sessions WHERE last_used < ?", (_fmt(cutoff),)).rowcount
+
+    def latest_resumable(self, *, backend: str | None = None,
+                         working_dir: str | None = None) -> Session | None:
+        """The most recently used session that has a backend_session_id (so the CLI can resume it),
+        optionally only for this backend and/or exactly this working_dir; None if there is none."""
+        where, args = ["backend_session_id IS NOT NULL", "backend_session_id != ''"], []
+        if backend:
+            where.append("backend = ?")
+            args.append(backend)
+        if working_dir is not None:
+            where.append("working_dir = ?")
+            args.append(working_dir)
+        row = self._conn().execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
+                                   " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
+        return _row_to_session(row) if row else None
+
+    def check(self) -> None:
+        """Raise if the store is unusable (file gone, unreadable, not a clinvk database)."""
+        if not self.path.exists():  # an open connection keeps working on a deleted file: look for it
+            raise FileNotFoundError(f"session store {self.path} no longer exists")
+        self._conn().execute("SELECT 1 FROM sessions LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads' close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None

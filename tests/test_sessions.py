@@ -1,0 +1,475 @@
+"""Tests of the SQLite session store (clinvk.sessions)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sqlite3
+import stat
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from clinvk import sessions as sessions_mod
+from clinvk.events import TokenUsage
+from clinvk.sessions import (
+    STATUSES,
+    AmbiguousSession,
+    InvalidSessionId,
+    Session,
+    SessionNotFound,
+    SessionStore,
+)
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A controllable clock: every call returns the current value, `clock.tick()` advances it."""
+
+    class Clock:
+        now = T0
+
+        def tick(self, **kw):
+            self.now += timedelta(**kw) if kw else timedelta(seconds=1)
+            return self.now
+
+    c = Clock()
+    monkeypatch.setattr(sessions_mod, "_now", lambda: c.now)
+    return c
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SessionStore(tmp_path / "home" / "sessions.db")
+    yield s
+    s.close()
+
+
+def _make(store, clock, n, **kw):
+    out = []
+    for _ in range(n):
+        clock.tick()
+        out.append(store.create(**kw))
+    return out
+
+
+# --- CRUD and files ---------------------------------------------------------------------------------
+
+
+def test_create_and_get(store):
+    s = store.create(backend="claude", working_dir="/w", model="opus",
+                     initial_prompt="  fix the bug\nplease ", tags=["api", "x", "api"], metadata={"k": "v"})
+    assert len(s.id) == 32 and all(c in "0123456789abcdef" for c in s.id)
+    assert s.status == "active" and s.turn_count == 0 and s.token_usage == TokenUsage()
+    assert s.title == "fix the bug" and s.tags == ["api", "x"]
+    assert s.created_at == s.last_used and s.created_at.tzinfo is not None
+    got = store.get(s.id)
+    assert got == s
+    assert store.count() == 1
+
+
+def test_file_and_dir_modes(tmp_path):
+    path = tmp_path / "home" / "sessions.db"
+    SessionStore(path).create(backend="codex")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            assert stat.S_IMODE(side.stat().st_mode) & 0o077 == 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sessions_mod.SCHEMA_VERSION
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"sessions_last_used", "sessions_backend_last_used", "sessions_status_last_used"} <= indexes
+
+
+def test_existing_loose_file_is_tightened(tmp_path):
+    path = tmp_path / "sessions.db"
+    path.touch()
+    os.chmod(path, 0o644)
+    SessionStore(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_reopen_is_idempotent_and_persistent(tmp_path):
+    path = tmp_path / "sessions.db"
+    a = SessionStore(path)
+    s = a.create(backend="gemini", initial_prompt="hello", metadata={"a": "b"})
+    a.record_turn(s.id, status="completed", backend_session_id="bs-1", token_usage=TokenUsage(3, 4, 1, 2))
+    b = SessionStore(path)
+    got = b.get(s.id)
+    assert got.backend_session_id == "bs-1" and got.turn_count == 1
+    assert got.token_usage == TokenUsage(3, 4, 1, 2) and got.metadata == {"a": "b"}
+    assert b.count() == 1
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "sessions.db"
+    SessionStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        SessionStore(path)
+
+
+def test_create_validation(store):
+    with pytest.raises(ValueError):
+        store.create(backend="")
+    with pytest.raises(ValueError):
+        store.create(backend="claude", tags=[1])
+    with pytest.raises(ValueError):
+        store.create(backend="claude", metadata={"k": 1})
+
+
+def test_delete(store):
+    s = store.create(backend="claude")
+    other = store.create(backend="claude")
+    deleted = store.delete(s.id[:10])
+    assert deleted.id == s.id
+    with pytest.raises(SessionNotFound):
+        store.get(s.id)
+    with pytest.raises(SessionNotFound):
+        store.delete(s.id)
+    assert store.count() == 1 and store.get(other.id).id == other.id
+
+
+# --- titles, display names, to_dict -----------------------------------------------------------------
+
+
+def test_title_and_display_name(store):
+    long = "word " * 30
+    s = store.create(backend="claude", initial_prompt="\n\n" + long + "\nsecond line")
+    assert len(s.title) == 60 and s.title.endswith("…") and "\n" not in s.title
+    assert s.display_name == s.title
+    exact = "x" * 60
+    assert store.create(backend="claude", initial_prompt=exact).title == exact
+    empty = store.create(backend="claude")
+    assert empty.title == "" and empty.display_name == empty.id[:8]
+    raw = Session(id="ab" * 16, backend="c", created_at=T0, last_used=T0, initial_prompt="y" * 80)
+    assert raw.display_name == "y" * 49 + "…"
+
+
+def test_to_dict_is_json_ready(store):
+    s = store.create(backend="claude", initial_prompt="hi", tags=["t"], metadata={"m": "n"})
+    d = s.to_dict()
+    json.dumps(d)
+    assert set(d) == {f for f in Session.__dataclass_fields__}
+    assert d["token_usage"] == TokenUsage().to_dict()
+    assert d["created_at"].endswith("Z")
+    assert datetime.fromisoformat(d["created_at"].replace("Z", "+00:00")) == s.created_at
+
+
+# --- prefix lookup ----------------------------------------------------------------------------------
+
+
+def _insert_ids(store, ids):
+    conn = store._conn()
+    for i in ids:
+        conn.execute("INSERT INTO sessions (id, backend, created_at, last_used) VALUES (?, 'claude', ?, ?)",
+                     (i, "2024-01-01T00:00:00.000000Z", "2024-01-01T00:00:00.000000Z"))
+
+
+def test_prefix_lookup(store):
+    ids = ["ab" + "0" * 30, "ab" + "1" * 30, "abc" + "0" * 29, "f" * 32]
+    _insert_ids(store, ids)
+    assert store.get("f").id == "f" * 32
+    assert store.get("ab1").id == ids[1]
+    assert store.get("abc").id == ids[2]
+    assert store.get(ids[0]).id == ids[0]
+    with pytest.raises(AmbiguousSession) as e:
+        store.get("ab")
+    assert str(e.value) == "ambiguous prefix 'ab': matches 3 sessions"
+    _insert_ids(store, ["9" + "0" * 31, "9" + "1" * 31, "9" + "2" * 31, "9" + "3" * 31])
+    with pytest.raises(AmbiguousSession, match="matches 4 sessions"):
+        store.delete("9")
+    assert store.count() == 8  # nothing deleted
+    with pytest.raises(SessionNotFound) as e:
+        store.get("abd")
+    assert str(e.value) == "no session found with id or prefix 'abd'"
+    assert isinstance(e.value, LookupError)
+
+
+@pytest.mark.parametrize("bad", ["", "ABC", "xyz", "a" * 33, "ab/", "../x", " ab", 12, None])
+def test_invalid_ids(store, bad):
+    with pytest.raises(InvalidSessionId) as e:
+        store.get(bad)
+    assert isinstance(e.value, ValueError)
+    assert "must be 1-32 lowercase hex characters" in str(e.value)
+    with pytest.raises(InvalidSessionId):
+        store.delete(bad)
+
+
+def test_invalid_id_message(store):
+    with pytest.raises(InvalidSessionId) as e:
+        store.get("x")
+    assert str(e.value) == "invalid session id 'x': must be 1-32 lowercase hex characters"
+
+
+# --- record_turn and set_status ---------------------------------------------------------------------
+
+
+def test_record_turn_accumulates(store, clock):
+    s = store.create(backend="claude", model="opus")
+    clock.tick()
+    r1 = store.record_turn(s.id, status="completed", backend_session_id="sess-1",
+                           token_usage=TokenUsage(10, 20, 5, 1))
+    assert r1.turn_count == 1 and r1.last_used == clock.now and r1.backend_session_id == "sess-1"
+    clock.tick()
+    r2 = store.record_turn(s.id, status="error", token_usage=TokenUsage(1, 2, 3, 4), error_message="boom",
+                           model="sonnet")
+    assert r2.turn_count == 2 and r2.token_usage == TokenUsage(11, 22, 8, 5)
+    assert r2.backend_session_id == "sess-1"  # not cleared when not given
+    assert r2.status == "error" and r2.error_message == "boom" and r2.model == "sonnet"
+    r3 = store.record_turn(s.id, status="completed", backend_session_id="", error_message="ignored")
+    assert r3.turn_count == 3 and r3.error_message is None and r3.backend_session_id == "sess-1"
+    assert r3.token_usage == TokenUsage(11, 22, 8, 5) and r3.model == "sonnet"
+    assert store.get(s.id) == r3
+    assert r3.created_at == s.created_at
+
+
+def test_record_turn_errors(store):
+    s = store.create(backend="claude")
+    with pytest.raises(ValueError, match="invalid session status"):
+        store.record_turn(s.id, status="done")
+    with pytest.raises(SessionNotFound):
+        store.record_turn("0" * 32, status="completed")
+    with pytest.raises(InvalidSessionId):
+        store.record_turn("nope", status="completed")
+    assert store.get(s.id).turn_count == 0
+    # the failed transaction was rolled back: the thread's connection still writes
+    assert store.record_turn(s.id, status="completed").turn_count == 1
+    assert store.delete(s.id).id == s.id
+
+
+def test_set_status(store, clock):
+    s = store.create(backend="claude")
+    store.record_turn(s.id, status="error", error_message="bad")
+    clock.tick()
+    store.set_status(s.id, "active")
+    got = store.get(s.id)
+    assert got.status == "active" and got.last_used == clock.now and got.error_message is None
+    assert got.turn_count == 1
+    for status in STATUSES:
+        store.set_status(s.id, status)
+        assert store.get(s.id).status == status
+    with pytest.raises(ValueError):
+        store.set_status(s.id, "running")
+    with pytest.raises(SessionNotFound):
+        store.set_status("1" * 32, "active")
+
+
+# --- list -------------------------------------------------------------------------------------------
+
+
+def test_list_order_filters_pagination(store, clock):
+    claude = _make(store, clock, 5, backend="claude")
+    codex = _make(store, clock, 3, backend="codex")
+    clock.tick()
+    store.record_turn(claude[0].id, status="completed")  # now the most recent
+    clock.tick()
+    store.record_turn(codex[0].id, status="error", error_message="x")
+
+    page, total = store.list()
+    assert total == 8
+    assert [s.id for s in page] == [codex[0].id, claude[0].id] + [s.id for s in reversed(codex[1:])] + [
+        s.id for s in reversed(claude[1:])]
+    page, total = store.list(backend="claude", limit=2, offset=1)
+    assert total == 5 and [s.id for s in page] == [claude[4].id, claude[3].id]
+    page, total = store.list(status="active")
+    assert total == 6 and all(s.status == "active" for s in page)
+    page, total = store.list(backend="codex", status="error")
+    assert total == 1 and page[0].id == codex[0].id
+    page, total = store.list(backend="gemini")
+    assert (page, total) == ([], 0)
+    page, total = store.list(status="unknown")
+    assert (page, total) == ([], 0)
+    page, total = store.list(offset=100)
+    assert page == [] and total == 8
+    assert len(store.list(limit=0)[0]) == 8  # limit <= 0: no limit
+    assert len(store.list(limit=3, offset=-5)[0]) == 3
+    assert store.list(backend="", status="")[1] == 8  # empty filter = no filter
+
+
+def test_list_ties_are_stable(store):
+    _insert_ids(store, ["%032x" % i for i in range(10)])  # all with the same last_used
+    seen = []
+    for offset in range(0, 10, 3):
+        page, total = store.list(limit=3, offset=offset)
+        seen += [s.id for s in page]
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == 10
+
+
+def test_list_10k_page_and_plan(tmp_path):
+    store = SessionStore(tmp_path / "sessions.db")
+    base = T0
+    rows = []
+    for i in range(10_000):
+        backend = ("claude", "codex", "gemini")[i % 3]
+        status = STATUSES[i % 4]
+        t = (base + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        rows.append(("%032x" % i, backend, t, t, status))
+    conn = store._conn()
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO sessions (id, backend, created_at, last_used, status)"
+                     " VALUES (?, ?, ?, ?, ?)", rows)
+    conn.execute("COMMIT")
+    assert store.count() == 10_000
+
+    start = time.perf_counter()
+    page, total = store.list(backend="codex", limit=50, offset=1000)
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    print(f"\nlist(backend='codex', limit=50, offset=1000) over 10k sessions: {elapsed_ms:.2f} ms")
+    expected = [r for r in reversed(rows) if r[1] == "codex"]
+    assert total == len(expected) == 3333
+    assert [s.id for s in page] == [r[0] for r in expected[1000:1050]]
+
+    page, total = store.list(status="error", limit=100, offset=2400)
+    expected = [r for r in reversed(rows) if r[4] == "error"]
+    assert total == 2500 and [s.id for s in page] == [r[0] for r in expected[2400:2500]]
+
+    # The page query reads an index in order: no full-table sort.
+    for sql, args in [("SELECT * FROM sessions ORDER BY last_used DESC, id DESC LIMIT 10", ()),
+                      ("SELECT * FROM sessions WHERE backend = ? ORDER BY last_used DESC, id DESC LIMIT 10",
+                       ("codex",)),
+                      ("SELECT * FROM sessions WHERE status = ? ORDER BY last_used DESC, id DESC LIMIT 10",
+                       ("error",))]:
+        plan = " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan
+
+
+# --- clean and latest_resumable ---------------------------------------------------------------------
+
+
+def test_clean(store, clock):
+    old = store.create(backend="claude")
+    clock.tick(days=10)
+    recent = store.create(backend="claude")
+    clock.tick(days=5)
+    # old: 15 days unused; recent: 5 days
+    assert store.clean(20) == 0
+    assert store.clean(7.5) == 1
+    with pytest.raises(SessionNotFound):
+        store.get(old.id)
+    assert store.get(recent.id)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError):
+            store.clean(bad)
+    assert store.clean(float("inf")) == 0 and store.clean(1e12) == 0
+    assert store.count() == 1
+
+
+def test_latest_resumable(store, clock):
+    assert store.latest_resumable() is None
+    a = store.create(backend="claude", working_dir="/a")
+    clock.tick()
+    store.record_turn(a.id, status="completed", backend_session_id="ca")
+    clock.tick()
+    b = store.create(backend="codex", working_dir="/b")
+    clock.tick()
+    store.record_turn(b.id, status="completed", backend_session_id="cb")
+    clock.tick()
+    store.create(backend="claude", working_dir="/a")  # newest, but no backend session id
+    assert store.latest_resumable().id == b.id
+    assert store.latest_resumable(backend="claude").id == a.id
+    assert store.latest_resumable(working_dir="/a").id == a.id
+    assert store.latest_resumable(backend="codex", working_dir="/a") is None
+    clock.tick()
+    store.record_turn(a.id, status="error", error_message="x")
+    assert store.latest_resumable().id == a.id
+
+
+def test_check(tmp_path):
+    path = tmp_path / "sessions.db"
+    store = SessionStore(path)
+    store.check()
+    for suffix in ("", "-wal", "-shm"):
+        p = path.with_name(path.name + suffix)
+        if p.exists():
+            p.unlink()
+    with pytest.raises(OSError):
+        store.check()
+
+
+def test_check_not_a_database(tmp_path):
+    path = tmp_path / "sessions.db"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError):
+        SessionStore(path)
+
+
+# --- concurrency ------------------------------------------------------------------------------------
+
+
+def _turns_worker(path, session_id, n, use_fresh_store, inherited=None):
+    store = inherited if inherited is not None and not use_fresh_store else SessionStore(path)
+    for _ in range(n):
+        store.record_turn(session_id, status="completed", token_usage=TokenUsage(1, 2, 0, 1),
+                          backend_session_id="bs")
+        store.list(limit=5)
+
+
+def _run_processes(ctx, target, args_list):
+    procs = [ctx.Process(target=target, args=args) for args in args_list]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    return [p.exitcode for p in procs]
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_processes_record_turns(tmp_path, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{method} not available")
+    path = tmp_path / "sessions.db"
+    store = SessionStore(path)
+    s = store.create(backend="claude")
+    ctx = multiprocessing.get_context(method)
+    # with fork, children reuse the parent's store object (and its connection): it must reconnect
+    args = [(str(path), s.id, 50, method == "spawn", store if method == "fork" else None) for _ in range(4)]
+    assert _run_processes(ctx, _turns_worker, args) == [0, 0, 0, 0]
+    got = store.get(s.id)
+    assert got.turn_count == 200
+    assert got.token_usage == TokenUsage(200, 400, 0, 200)
+
+
+def _open_and_create(path, n):
+    store = SessionStore(path)
+    for _ in range(n):
+        store.create(backend="codex")
+
+
+def test_processes_open_fresh_store_concurrently(tmp_path):
+    path = tmp_path / "new" / "sessions.db"
+    ctx = multiprocessing.get_context("spawn")
+    assert _run_processes(ctx, _open_and_create, [(str(path), 25)] * 4) == [0, 0, 0, 0]
+    assert SessionStore(path).count() == 100
+
+
+def test_threads_share_store(store):
+    s = store.create(backend="gemini")
+    errors = []
+
+    def work():
+        try:
+            for _ in range(50):
+                store.record_turn(s.id, status="completed", token_usage=TokenUsage(1, 0))
+                store.get(s.id[:6])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    got = store.get(s.id)
+    assert got.turn_count == 200 and got.token_usage.input_tokens == 200
