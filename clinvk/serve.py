@@ -44,6 +44,8 @@ def gunicorn_options(config: Config) -> dict:
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
+        # gunicorn 27's control socket lives in $HOME and would clash between servers.
+        "control_socket_disable": True,
         "post_worker_init": gunicorn_hooks.post_worker_init,
         "worker_int": gunicorn_hooks.worker_int,
         "worker_abort": gunicorn_hooks.worker_abort,

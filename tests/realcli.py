@@ -134,7 +134,7 @@ GEMINI_SETTINGS = {
 
 
 def _codex_config(stub_url, timeout_s):
-    """``$CODEX_HOME/config.toml``: a custom Responses provider at the stub, fail-fast, no egress."""
+    """``$CODEX_HOME/config.toml``: a Responses provider at the stub, fail-fast, no egress."""
     return f"""\
 model = "{E2E_MODELS['codex']}"
 model_provider = "clinvk_stub"

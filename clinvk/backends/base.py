@@ -8,6 +8,7 @@ adapter the raw output and gets back a :class:`ParsedOutput`.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -174,9 +175,12 @@ STDERR_NOISE = (
 )
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def describe_failure(backend: str, stderr: str, exit_code: int) -> str:
     """A one-paragraph error message from a failed CLI's stderr, without the known noise lines."""
-    lines = [line.rstrip() for line in stderr.splitlines()]
+    lines = [line.rstrip() for line in ANSI_ESCAPE.sub("", stderr).splitlines()]
     useful = [line for line in lines if line.strip() and not line.startswith(STDERR_NOISE)]
     # Rust/Node backtraces follow the message; keep what comes before them.
     for marker in ("Stack backtrace:", "    at "):

@@ -123,12 +123,15 @@ def _error_message(error: Any) -> str:
     if not isinstance(error, dict):
         return str(error)
     message = str(error.get("message") or "gemini reported an error")
-    # HTTP errors carry Google's error JSON as a string: surface its readable message.
-    try:
-        inner = json.loads(message)
-        message = inner["error"]["message"] if isinstance(inner, dict) else message
-    except (ValueError, KeyError, TypeError):
-        pass
+    # HTTP errors carry Google's error JSON as a string, sometimes wrapped ("[API Error: {...}]"):
+    # surface its readable message.
+    start, end = message.find("{"), message.rfind("}")
+    if 0 <= start < end:
+        try:
+            inner = json.loads(message[start:end + 1])
+            message = str(inner["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
     code = error.get("code")
     return f"{message} (code {code})" if code not in (None, 1) else message
 

@@ -32,7 +32,8 @@ REPLY = "Hello from stub"
 RUN_TIMEOUT = 90
 ODD_PROMPTS = {
     "dash-help": "--help",
-    "quotes-newlines-unicode": "say \"hi\" 'there' `x` $HOME \\n \\\\ %s {}\n\tline 2 ünïcödé 🚀 中文\n\n",
+    "quotes-newlines-unicode":
+        "say \"hi\" 'there' `x` $HOME \\n \\\\ %s {}\n\tline 2 ünïcödé 🚀 中文\n\n",
 }
 
 
@@ -130,7 +131,7 @@ class Harness:
         self.env = realcli.cli_env(backend, self.stub.url, self.home)
 
     def run(self, prompt, argv=None, **opts):
-        """Run the CLI with ``prompt`` on stdin; ``argv`` defaults to ``command(backend, **opts)``."""
+        """Run the CLI with ``prompt`` on stdin; argv defaults to ``command(backend, **opts)``."""
         if self.backend == "gemini":
             realcli.clear_gemini_lock(self.home)
         argv = argv if argv is not None else command(self.backend, **opts)
@@ -170,10 +171,6 @@ def harness(request, tmp_path):
     h = Harness(request.param, tmp_path)
     yield h
     h.stub.stop()
-
-
-def make_harness(backend, tmp_path):
-    return Harness(backend, tmp_path)
 
 
 @pytest.mark.parametrize("backend", realcli.BACKENDS)
@@ -244,7 +241,7 @@ def test_300k_prompt_via_stdin(harness):
 
 @pytest.mark.parametrize("backend", ["claude", "codex"])
 def test_ephemeral_session_cannot_be_resumed(backend, tmp_path):
-    h = make_harness(backend, tmp_path)
+    h = Harness(backend, tmp_path)
     try:
         res = h.ok("say hello", ephemeral=True)
         assert res.text == REPLY and res.session_id
@@ -257,11 +254,33 @@ def test_ephemeral_session_cannot_be_resumed(backend, tmp_path):
 
 @pytest.mark.parametrize("sandbox", ["read-only", "workspace-write"])
 def test_codex_sandbox_flag(tmp_path, sandbox):
-    h = make_harness("codex", tmp_path)
+    h = Harness("codex", tmp_path)
     try:
         assert h.ok("say hello", sandbox=sandbox).text == REPLY
         meta = json.loads(h.last_request()["headers"]["x-codex-turn-metadata"])
         assert meta["sandbox_mode"] == sandbox
+    finally:
+        h.stub.stop()
+
+
+def test_quirk_claude_slash_prompt_is_a_local_command(tmp_path):
+    """A stdin prompt starting with ``/`` is run as a slash command: no model call at all."""
+    h = Harness("claude", tmp_path)
+    try:
+        res = h.ok("/help")
+        assert "isn't available" in res.text and h.stub.requests == []
+    finally:
+        h.stub.stop()
+
+
+def test_quirk_gemini_at_path_inlines_the_file(tmp_path):
+    """gemini expands ``@path`` in the prompt to the file's content (claude/codex do not)."""
+    h = Harness("gemini", tmp_path)
+    try:
+        (h.cwd / "notes.txt").write_text("NOTE-CONTENT-42\n")
+        h.ok("summarise @notes.txt")
+        body = json.dumps(h.last_request()["body"])
+        assert "NOTE-CONTENT-42" in body
     finally:
         h.stub.stop()
 

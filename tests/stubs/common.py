@@ -13,7 +13,8 @@ Common behaviour of every stub:
 * ``delay`` seconds are slept before answering;
 * every request is appended to ``handle.requests`` as a summary dict (see :meth:`App.summarize`);
 * control endpoints, for a stub running in another process: ``GET /__stub/health``,
-  ``GET /__stub/requests``, ``POST /__stub/config {"mode","reply","delay"}``, ``POST /__stub/reset``.
+  ``GET /__stub/requests``, ``POST /__stub/config {"mode","reply","delay"}``,
+  ``POST /__stub/reset``.
 """
 
 import argparse
