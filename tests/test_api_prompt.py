@@ -251,6 +251,12 @@ def test_stream_failure_ends_with_error_then_done(client, fake_clis):
 
 
 @pytest.fixture
+def app(make_app):
+    # Short keep-alive: a gone client is noticed on the next write.
+    return make_app(server={"keepalive_interval_secs": 0.3})
+
+
+@pytest.fixture
 def live_server(app):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
