@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .backends import BACKENDS, Backend, RunSpec, UnsupportedOption
 from .backends.base import ParsedOutput
@@ -146,6 +146,8 @@ class Service:
         self.gate = ConcurrencyGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
         self._env = {name: self._environment(name) for name in BACKEND_NAMES}
         self._available: dict[str, tuple[float, str | None]] = {}
+        # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
+        self.observers: list[Callable[[str, str, float], None]] = []
 
     # -- backends --------------------------------------------------------------------------------
 
@@ -286,11 +288,16 @@ class Service:
     # -- running ---------------------------------------------------------------------------------
 
     def _spawn(self, prepared: PreparedRun) -> RunningProcess:
-        prepared.backend.before_run(prepared.env)
+        """Start the CLI; the backend's after_run hook runs when the process is closed."""
+        backend = prepared.backend
+        backend.before_run(prepared.env)
         try:
-            return RunningProcess(prepared.invocation, prepared.env, self.config.server.request_timeout_secs)
+            process = RunningProcess(prepared.invocation, prepared.env, self.config.server.request_timeout_secs)
         except StartError as exc:
+            backend.after_run(prepared.env)
             raise Unavailable(str(exc), "backend") from exc
+        process.on_close = lambda: backend.after_run(prepared.env)
+        return process
 
     def _execute(self, prepared: PreparedRun, cancel: CancelToken | None) -> RunResult:
         if prepared.dry_run:
@@ -328,11 +335,21 @@ class Service:
                            backend_session_id=parsed.backend_session_id, token_usage=parsed.token_usage,
                            duration_ms=outcome.duration_ms, model=parsed.model or prepared.spec.model or None,
                            timed_out=outcome.timed_out, cancelled=bool(outcome.cancelled) and not outcome.timed_out)
+        self._notify(backend.name, result)
         if prepared.spec.ephemeral:
             backend.cleanup_ephemeral(parsed.backend_session_id, prepared.env, prepared.spec.workdir)
         if prepared.session is not None:
             self._record_turn(prepared, result)
         return result
+
+    def _notify(self, backend: str, result: RunResult) -> None:
+        outcome = "timeout" if result.timed_out else "cancelled" if result.cancelled else \
+            "error" if (result.exit_code or result.error) else "success"
+        for observer in self.observers:
+            try:
+                observer(backend, outcome, result.duration_ms / 1000)
+            except Exception:  # an observer must never break a run
+                log.exception("run observer failed")
 
     def _record_turn(self, prepared: PreparedRun, result: RunResult) -> None:
         session = prepared.session
@@ -426,6 +443,10 @@ class StreamingRun:
 
     def _abandoned(self) -> None:
         """The consumer stopped reading (client gone): the turn ends as an error, not as 'active' forever."""
+        process = self._process
+        duration_ms = int((time.monotonic() - process.started) * 1000) if process is not None else 0
+        self.prepared.service._notify(self.prepared.backend.name, RunResult(
+            self.prepared.backend.name, exit_code=-1, duration_ms=duration_ms, cancelled=True))
         session = self.prepared.session
         if session is not None:
             try:

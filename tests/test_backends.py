@@ -232,3 +232,8 @@ def test_extra_allowlist(extra, where):
 def test_extra_allowlist_accepts_values():
     BACKENDS["claude"].check_extra(["--model", "sonnet", "--effort=low", "--verbose"])
     BACKENDS["codex"].check_extra(["-m", "gpt-5.5"])
+
+
+def test_claude_prompt_starting_with_slash_is_not_a_slash_command():
+    invocation = BACKENDS["claude"].build(RunSpec(prompt="/help me"), "claude", False)
+    assert invocation.stdin_text == " /help me"

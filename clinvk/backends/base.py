@@ -136,6 +136,9 @@ class Backend(ABC):
     def before_run(self, env: dict[str, str]) -> None:
         """Hook to repair CLI state before a run (gemini's stale lock)."""
 
+    def after_run(self, env: dict[str, str]) -> None:
+        """Called once for every :meth:`before_run`, when the process has ended."""
+
     def cleanup_ephemeral(self, backend_session_id: str | None, env: dict[str, str], workdir: str) -> None:
         """Remove the transcript an ephemeral run left behind, where the CLI cannot be told not to write one."""
 

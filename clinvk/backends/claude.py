@@ -12,6 +12,12 @@ from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, Unsu
 PERMISSION_MODES = {"auto": "acceptEdits", "always": "default", "none": "bypassPermissions"}
 
 
+def _as_text(prompt: str) -> str:
+    """claude -p runs a prompt that starts with "/" as a slash command (project commands can run shell
+    code); a leading space makes it plain text, as measured with 2.1.330."""
+    return " " + prompt if prompt.startswith("/") else prompt
+
+
 def _usage(data: dict[str, Any]):
     return usage_from(data.get("usage"), input_key="input_tokens", output_key="output_tokens",
                       cached_key="cache_read_input_tokens")
@@ -74,7 +80,7 @@ class ClaudeBackend(Backend):
         if spec.ephemeral:
             argv.append("--no-session-persistence")
         argv += spec.operator_flags + spec.extra
-        return Invocation(argv, spec.prompt, spec.workdir or None, notes=notes)
+        return Invocation(argv, _as_text(spec.prompt), spec.workdir or None, notes=notes)
 
     def parse_output(self, stdout: str, stderr: str, exit_code: int) -> ParsedOutput:
         data = _last_json_object(stdout)

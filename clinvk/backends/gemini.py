@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import threading
 import time
 from typing import Any, Iterable
 
@@ -66,13 +67,27 @@ class GeminiBackend(Backend):
     def stream_parser(self) -> StreamParser:
         return GeminiStreamParser()
 
+    def __init__(self) -> None:
+        self._active: dict[str, int] = {}  # gemini dir -> runs of this process using it
+        self._lock = threading.Lock()
+
     def before_run(self, env: dict[str, str]) -> None:
-        lock = os.path.join(_gemini_dir(env), "projects.json.lock")
+        directory = _gemini_dir(env)
+        with self._lock:
+            alone = not self._active.get(directory)
+            self._active[directory] = self._active.get(directory, 0) + 1
+        lock = os.path.join(directory, "projects.json.lock")
         try:
-            if time.time() - os.stat(lock).st_mtime > STALE_LOCK_SECS:
+            # With no run of ours in flight any lock is a leftover; otherwise only an old one is.
+            if alone or time.time() - os.stat(lock).st_mtime > STALE_LOCK_SECS:
                 os.rmdir(lock)
         except OSError:
             pass  # no lock, or another run just took it
+
+    def after_run(self, env: dict[str, str]) -> None:
+        directory = _gemini_dir(env)
+        with self._lock:
+            self._active[directory] = max(0, self._active.get(directory, 1) - 1)
 
     def cleanup_ephemeral(self, backend_session_id: str | None, env: dict[str, str], workdir: str) -> None:
         """gemini cannot skip writing a transcript, so delete it (cheaper than `gemini --delete-session`)."""
