@@ -337,3 +337,16 @@ def test_openapi_document(client):
     prompt = spec["paths"]["/api/v1/prompt"]["post"]
     assert prompt["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("PromptRequestSchema")
     assert "session_id" in spec["components"]["schemas"]["PromptRequestSchema"]["properties"]
+
+
+def test_stream_closed_before_reading_ends_the_run(app, fake_clis, monkeypatch):
+    monkeypatch.setenv("FAKE_SPAWN_CHILD", "1")
+    response = app.test_client().post("/api/v1/prompt", buffered=False, json={
+        "backend": "claude", "prompt": "FAKE_HANG", "output_format": "stream-json"})
+    deadline = time.monotonic() + 10
+    while not fake_clis.calls() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    call = fake_clis.last()
+    response.close()  # what the WSGI server does when the client is gone before the first byte
+    assert wait_gone(call["pid"], call.get("child_pid"))
+    assert app.extensions["clinvk.service"].gate.running == 0

@@ -21,6 +21,8 @@ def stream_response(chunks: Iterable[str], mimetype: str, on_close: Callable[[],
             on_close()
 
     response = Response(stream_with_context(generate()), mimetype=mimetype, headers=STREAM_HEADERS)
+    # A generator that never started runs no `finally`: the WSGI server's close() must still end the run.
+    response.call_on_close(on_close)
     # Defeat any buffering by the WSGI server: it must send each chunk at once.
     response.direct_passthrough = True
     return response
