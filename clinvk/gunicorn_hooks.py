@@ -3,14 +3,31 @@
 They make sure no CLI process outlives its worker: a graceful stop (SIGTERM) lets runs finish until
 just before gunicorn's graceful timeout would SIGKILL the worker, then ends their process groups; a
 quick stop (SIGINT/SIGQUIT) ends them at once.
+
+The others apply the server settings gunicorn has no knob for, and keep the prometheus multiprocess
+directory right (``on_starting`` wipes it, ``child_exit`` marks a dead worker's files):
+
+- ``when_ready``: ``server.read_timeout_secs`` and ``server.write_timeout_secs`` become the
+  listening socket's ``SO_RCVTIMEO`` / ``SO_SNDTIMEO``, which every accepted connection inherits. A
+  read of the request line, headers or body that receives nothing for that long, or a write the
+  client accepts nothing of for that long, fails and the connection is closed (a stalled client
+  cannot hold a thread, nor a stream's CLI process, forever).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import shutil
 import signal
+import socket
+import struct
 import threading
 
 from . import runner
+
+log = logging.getLogger(__name__)
 
 # Kill the CLIs this long before gunicorn's own SIGKILL, so requests can still answer.
 SHUTDOWN_MARGIN_SECS = 1.5
@@ -28,6 +45,7 @@ def post_worker_init(worker) -> None:
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    worker.log.error_log.addFilter(SlowClientFilter())
 
 
 def worker_int(worker) -> None:
@@ -40,3 +58,81 @@ def worker_abort(worker) -> None:
 
 def worker_exit(server, worker) -> None:
     runner.terminate_all("worker exiting")
+
+
+# -- settings gunicorn has no knob for -----------------------------------------------------------
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+
+
+def apply_socket_timeouts(listeners, read_timeout: float, write_timeout: float) -> None:
+    for listener in listeners:
+        sock = getattr(listener, "sock", listener)
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        if read_timeout > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read_timeout))
+        if write_timeout > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write_timeout))
+
+
+def _clinvk_config(server):
+    config = getattr(getattr(server, "app", None), "clinvk_config", None)
+    if config is None:  # plain gunicorn with deploy/gunicorn.conf.py: the usual file + environment
+        from .config import load_config
+        config = load_config()
+    return config
+
+
+def when_ready(server) -> None:
+    config = _clinvk_config(server)
+    apply_socket_timeouts(server.LISTENERS, config.server.read_timeout_secs, config.server.write_timeout_secs)
+
+
+class SlowClientFilter(logging.Filter):
+    """gunicorn logs a socket timeout (EAGAIN from SO_RCVTIMEO/SO_SNDTIMEO) with a traceback as if it
+    were a server fault; it is a slow or stalled client: one INFO line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            record.msg = ("closed a connection: the client sent or accepted nothing within the server's "
+                          "read/write timeout (server.read_timeout_secs, server.write_timeout_secs)")
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+# -- prometheus multiprocess directory -----------------------------------------------------------
+
+def wipe_metrics_dir(path: str) -> None:
+    """Remove the previous run's files (stale counters of dead pids would be summed in)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            try:
+                os.unlink(os.path.join(path, name))
+            except FileNotFoundError:
+                pass
+
+
+def on_starting(server) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        wipe_metrics_dir(path)
+
+
+def child_exit(server, worker) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and os.environ.get("CLINVK_OWNS_METRICS_DIR") == path:
+        shutil.rmtree(path, ignore_errors=True)

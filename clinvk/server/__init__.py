@@ -3,29 +3,50 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Flask
 
+from ..apikeys import ApiKeys
 from ..config import Config, load_config
+from ..gate import SharedGate
 from ..service import Service
 from ..sessions import SessionStore
-from . import api, meta
+from . import anthropic, api, docs, meta, openai, orchestration
 from .errors import register_error_handlers
 from .observe import init_observability
+from .metrics import init_metrics
+from .ratelimit import init_rate_limits
+from .security import init_auth_enforcement, init_cors, init_security
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None, *, store: SessionStore | None = None) -> Flask:
-    """Build the app. Without ``config`` the usual file + environment config is loaded."""
+def gate_dir(config: Config):
+    """Where the run slots of this server (host:port) live, shared by all its gunicorn workers."""
+    name = re.sub(r"[^A-Za-z0-9.-]", "_", f"{config.server.host}-{config.server.port}")
+    return config.home / "run" / name / "gate"
+
+
+def create_app(config: Config | None = None, *, store: SessionStore | None = None,
+               api_keys: ApiKeys | None = None) -> Flask:
+    """Build the app. Without ``config`` the usual file + environment config is loaded.
+
+    ``api_keys``: keys already loaded (``clinvk serve`` loads them once in the master); by default
+    they come from the config, and a gopass failure raises :class:`clinvk.apikeys.ApiKeyError`.
+    """
     config = config if config is not None else load_config()
+    api_keys = api_keys if api_keys is not None else ApiKeys.from_config(config)
     app = Flask(__name__)
     app.config["CLINVK"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_request_body_bytes or None
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     service = Service(config, store)
+    server = config.server
+    service.gate = SharedGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs,
+                              gate_dir(config))
     app.extensions["clinvk.service"] = service
     app.extensions["clinvk.started"] = time.monotonic()
     if config.session.retention_days > 0:
@@ -36,7 +57,19 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
         except Exception:
             log.exception("session retention cleanup failed")
     register_error_handlers(app)
+    # Hook order matters (before_request runs in this order, after_request in reverse): request id
+    # and timing, client IP + body limit + key check, rate limit (keyed by the key), then the 401.
     init_observability(app)
+    init_security(app, config, api_keys)
+    init_rate_limits(app, config)
+    init_auth_enforcement(app)
+    init_cors(app, config)
+    if server.metrics_enabled:
+        init_metrics(app, service)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openai.bp)
+    app.register_blueprint(anthropic.bp)
+    app.register_blueprint(orchestration.bp)
     app.register_blueprint(meta.bp)
     return app

@@ -122,7 +122,7 @@ def list_sessions():
         - {in: query, name: backend, schema: {type: string, enum: [claude, codex, gemini]}}
         - {in: query, name: status, schema: {type: string, enum: [active, completed, error, paused]}}
         - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
-        - {in: query, name: offset, schema: {type: integer, minimum: 0, default: 0}}
+        - {in: query, name: offset, schema: {type: integer, minimum: 0, maximum: 9007199254740992, default: 0}}
       responses:
         200: {description: A page of sessions, content: {application/json: {schema: SessionListResponseSchema}}}
         422: {description: Invalid query, content: {application/problem+json: {schema: ProblemSchema}}}

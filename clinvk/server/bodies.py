@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import request
@@ -33,7 +34,33 @@ def json_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}",
                        errors=[{"field": "body", "message": "must be a JSON object"}])
+    if b"\\u" in raw:  # only escapes can produce a lone surrogate, which no CLI (nor SQLite) can take
+        where = _lone_surrogate(data, "body")
+        if where:
+            raise ApiError(400, f"{where}: invalid Unicode (a lone surrogate escape such as \\ud800)",
+                           errors=[{"field": where, "message": "invalid Unicode: lone surrogate"}])
     return data
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) holding a lone UTF-16 surrogate, or None."""
+    todo = [(value, path)]
+    while todo:
+        value, path = todo.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return path
+                todo.append((item, f"{path}.{key}"))
+        elif isinstance(value, list):
+            todo.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def load(schema: Schema, data: Any | None = None) -> dict[str, Any]:

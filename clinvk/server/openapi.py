@@ -8,7 +8,7 @@ from apispec_webframeworks.flask import FlaskPlugin
 from flask import Flask
 
 from .. import __version__
-from . import schemas
+from . import compat_schemas, orchestration_schemas, schemas
 
 SKIP_ENDPOINTS = {"static"}
 
@@ -27,11 +27,12 @@ def build_spec(app: Flask) -> dict:
     )
     spec.components.security_scheme("ApiKeyHeader", {"type": "apiKey", "in": "header", "name": "X-Api-Key"})
     spec.components.security_scheme("BearerAuth", {"type": "http", "scheme": "bearer"})
-    for name in sorted(n for n in dir(schemas) if n.endswith("Schema") and n not in ("Schema", "RequestSchema")):
-        schema = getattr(schemas, name)
-        if isinstance(schema, type) and issubclass(schema, schemas.Schema):
-            if name not in spec.components.schemas:  # nested ones are registered with their parent
-                spec.components.schema(name, schema=schema)
+    for module in (schemas, orchestration_schemas, compat_schemas):
+        for name in sorted(n for n in dir(module) if n.endswith("Schema") and n not in ("Schema", "RequestSchema")):
+            schema = getattr(module, name)
+            if isinstance(schema, type) and issubclass(schema, schemas.Schema):
+                if name not in spec.components.schemas:  # nested ones are registered with their parent
+                    spec.components.schema(name, schema=schema)
     with app.test_request_context():
         for rule in app.url_map.iter_rules():
             view = app.view_functions.get(rule.endpoint)
@@ -40,4 +41,5 @@ def build_spec(app: Flask) -> dict:
             spec.path(view=view, app=app)
     document = spec.to_dict()
     document["security"] = [{"ApiKeyHeader": []}, {"BearerAuth": []}, {}]
-    return document
+    from .security import document_common_errors  # 401/429/400/408/413/415 on every operation
+    return document_common_errors(document)

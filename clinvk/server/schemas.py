@@ -144,6 +144,9 @@ class SessionSchema(Schema):
     error_message = fields.String(allow_none=True)
 
 
+MAX_OFFSET = 2 ** 53  # larger offsets overflow SQLite's integers (a 500 before this bound)
+
+
 class SessionListQuerySchema(Schema):
     class Meta:
         unknown = RAISE
@@ -151,7 +154,7 @@ class SessionListQuerySchema(Schema):
     backend = fields.String(validate=validate.OneOf(BACKEND_NAMES))
     status = fields.String(validate=validate.OneOf(("active", "completed", "error", "paused")))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 class SessionListResponseSchema(Schema):

@@ -1,0 +1,238 @@
+"""The concurrency gate: at most ``limit`` CLI runs at once, a bounded number of callers waiting.
+
+Two implementations with one interface (``acquire()``, ``release()``, ``slot()``, ``running``,
+``queued``, ``listeners``; :class:`GateFull` when there is no room):
+
+- :class:`ConcurrencyGate` counts the runs of one process (the command line, single-process use).
+- :class:`SharedGate` counts the runs of every process that uses the same directory — all gunicorn
+  workers of one server. A run slot is an exclusive ``flock`` on one of ``limit`` slot files, a
+  place in the queue one on one of ``max_queued`` queue files. The kernel drops a dead process's
+  locks, so a crashed or killed worker can never leak a slot, and nothing needs cleaning up.
+  A waiter sleeps in short steps (2 ms doubling to 50 ms) and is woken at once by a release in its
+  own process; a release in another worker is seen at the next step.
+
+``running`` and ``queued`` are this process's own counts; ``listeners`` are called with them after
+each change (the metrics keep per-worker gauges that prometheus sums across workers).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+FIRST_WAIT_SECS = 0.002
+MAX_WAIT_SECS = 0.05
+
+
+class GateFull(Exception):
+    """No run slot and no room to wait: the caller should answer 429/503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _GateBase:
+    def __init__(self, limit: int, max_queued: int, queue_timeout: float):
+        self.limit = limit
+        self.max_queued = max_queued
+        self.queue_timeout = queue_timeout
+        self.running = 0
+        self.queued = 0
+        self.listeners: list[Callable[[int, int], None]] = []
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def release(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _retry_after(self) -> int:
+        return max(1, int(self.queue_timeout))
+
+    def _busy(self, where: str) -> GateFull:
+        return GateFull(f"server busy: all {self.limit} run slots are taken and {where}",
+                        retry_after=self._retry_after())
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener(self.running, self.queued)
+            except Exception:  # metrics must never break a run
+                log.exception("concurrency gate listener failed")
+
+
+class ConcurrencyGate(_GateBase):
+    """Caps concurrent CLI runs in this process; excess callers wait in a bounded queue.
+
+    Waiting briefly beats refusing at once (bursts are common and runs short); refusing beats an
+    unbounded pile of 200 MB CLI processes.
+    """
+
+    def __init__(self, limit: int, max_queued: int, queue_timeout: float):
+        super().__init__(limit, max_queued, queue_timeout)
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            if self.running < self.limit:
+                self.running += 1
+                self._changed()
+                return
+            if self.queued >= self.max_queued or self.queue_timeout <= 0:
+                raise self._busy(f"the wait queue is full ({self.queued} waiting)")
+            self.queued += 1
+            self._changed()
+            try:
+                if not self._cond.wait_for(lambda: self.running < self.limit, self.queue_timeout):
+                    raise self._busy(f"none came free within {self.queue_timeout:g} s")
+                self.running += 1
+            finally:
+                self.queued -= 1
+                self._changed()
+
+    def release(self) -> None:
+        with self._cond:
+            self.running -= 1
+            self._changed()
+            self._cond.notify()
+
+
+class _LockFiles:
+    """``count`` lock files ``<prefix>-<i>`` in ``directory``; this process's fd and use of each."""
+
+    def __init__(self, directory: Path, prefix: str, count: int):
+        self.paths = [str(directory / f"{prefix}-{i}") for i in range(count)]
+        self.fds: list[int | None] = [None] * count
+        self.taken = [False] * count  # held by a thread of this process
+        self.next = 0
+
+    def reset_after_fork(self) -> None:
+        # The inherited fds share their open file descriptions (and so their locks) with the parent:
+        # closing our copies leaves the parent's locks alone; this process starts with none.
+        for fd in self.fds:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.fds = [None] * len(self.paths)
+        self.taken = [False] * len(self.paths)
+
+    def try_take(self) -> int | None:
+        """Lock a free file without blocking; its index, or None when every one is locked."""
+        count = len(self.paths)
+        start = self.next
+        for step in range(count):
+            index = (start + step) % count
+            if self.taken[index]:
+                continue
+            fd = self.fds[index]
+            if fd is None:
+                fd = self.fds[index] = os.open(self.paths[index], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue
+                raise
+            self.taken[index] = True
+            self.next = (index + 1) % count
+            return index
+        return None
+
+    def give_back(self, index: int) -> None:
+        fd = self.fds[index]
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        self.taken[index] = False
+
+
+class SharedGate(_GateBase):
+    """The gate of one server, shared by all its worker processes through lock files in ``directory``."""
+
+    def __init__(self, limit: int, max_queued: int, queue_timeout: float, directory: str | os.PathLike[str]):
+        super().__init__(limit, max_queued, queue_timeout)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._cond = threading.Condition()
+        self._pid = os.getpid()
+        self._slots = _LockFiles(self.directory, "slot", limit)
+        self._queue = _LockFiles(self.directory, "queue", max_queued)
+        self._held: list[int] = []
+
+    def _check_fork(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            self._slots.reset_after_fork()
+            self._queue.reset_after_fork()
+            self._held = []
+            self.running = self.queued = 0
+
+    def _take_slot(self) -> bool:
+        index = self._slots.try_take()
+        if index is None:
+            return False
+        self._held.append(index)
+        self.running += 1
+        self._changed()
+        return True
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.queue_timeout
+        with self._cond:
+            self._check_fork()
+            if self._take_slot():
+                return
+            if self.queue_timeout <= 0 or not self._queue.paths:
+                raise self._busy("this server does not queue runs")
+            ticket = self._queue.try_take()
+            if ticket is None:
+                raise self._busy(f"the wait queue is full ({len(self._queue.paths)} waiting)")
+            self.queued += 1
+            self._changed()
+        try:
+            wait = FIRST_WAIT_SECS
+            while True:
+                with self._cond:
+                    if self._take_slot():
+                        return
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise self._busy(f"none came free within {self.queue_timeout:g} s")
+                    # A release in this process wakes us at once; one in another worker at the next step.
+                    self._cond.wait(min(wait, remaining))
+                wait = min(wait * 2, MAX_WAIT_SECS)
+        finally:
+            with self._cond:
+                self._queue.give_back(ticket)
+                self.queued -= 1
+                self._changed()
+
+    def release(self) -> None:
+        with self._cond:
+            if not self._held:  # released more often than acquired: a caller bug, never a crash
+                log.warning("concurrency gate released without a held slot")
+                return
+            self._slots.give_back(self._held.pop())
+            self.running -= 1
+            self._changed()
+            self._cond.notify()

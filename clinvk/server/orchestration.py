@@ -1,0 +1,150 @@
+"""Orchestration endpoints under /api/v1: parallel, chain and compare (the last two of them streaming on
+request). Views parse, call :mod:`clinvk.orchestrate`, render."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from .. import orchestrate
+from ..orchestrate import ChainStep, ParallelRun, ParallelStream
+from ..service import Service
+from . import orchestration_schemas as schemas
+from .bodies import load
+from .streaming import stream_response
+
+bp = Blueprint("orchestration", __name__, url_prefix="/api/v1")
+
+parallel_schema = schemas.ParallelRequestSchema()
+chain_schema = schemas.ChainRequestSchema()
+compare_schema = schemas.CompareRequestSchema()
+
+
+def service() -> Service:
+    return current_app.extensions["clinvk.service"]
+
+
+def ndjson(item: dict[str, Any] | None) -> str:
+    if item is None:
+        return '{"type": "keepalive"}\n'
+    return json.dumps(item, ensure_ascii=False) + "\n"
+
+
+def stream(run: ParallelStream):
+    keepalive = current_app.config["CLINVK"].server.keepalive_interval_secs
+    return stream_response((ndjson(item) for item in run.events(keepalive)), "application/x-ndjson", run.close)
+
+
+@bp.post("/parallel")
+def parallel():
+    """Run several prompts at once, on any backends; results in request order.
+
+    ---
+    post:
+      tags: [Custom API]
+      operationId: executeParallel
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: ParallelRequestSchema
+      responses:
+        200:
+          description: Every task's result (a failed task is a result with `error`, not an HTTP error),
+            or with `output_format` `stream-json` an NDJSON stream of the tasks' unified events.
+          content:
+            application/json:
+              schema: ParallelResponseSchema
+            application/x-ndjson:
+              schema: TaskStreamEventSchema
+        400: {description: A task cannot run as given,
+              content: {application/problem+json: {schema: ProblemSchema}}}
+        422: {description: Invalid request (the field is named),
+              content: {application/problem+json: {schema: ProblemSchema}}}
+        503: {description: A task's backend is not available,
+              content: {application/problem+json: {schema: ProblemSchema}}}
+    """
+    data = load(parallel_schema)
+    svc = service()
+    streaming = data.get("output_format") == "stream-json"
+    names = [task.get("name", "") for task in data["tasks"]]
+    tasks = orchestrate.prepare_tasks(svc, [orchestrate.request_from(t) for t in data["tasks"]],
+                                      dry_run=data.get("dry_run", False), stream=streaming)
+    workers = orchestrate.max_workers(svc, data.get("max_parallel"), len(tasks))
+    fail_fast = data.get("fail_fast", svc.config.parallel.fail_fast)
+    if streaming:
+        return stream(ParallelStream(tasks, workers, fail_fast=fail_fast, names=names))
+    return jsonify(ParallelRun(tasks, workers, fail_fast=fail_fast, names=names).run().to_dict())
+
+
+@bp.post("/chain")
+def chain():
+    """Run prompts one after the other, feeding each step the previous step's output as `{{previous}}`.
+
+    ---
+    post:
+      tags: [Custom API]
+      operationId: executeChain
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: ChainRequestSchema
+      responses:
+        200: {description: The steps that ran, content: {application/json: {schema: ChainResponseSchema}}}
+        400: {description: A step cannot run as given,
+              content: {application/problem+json: {schema: ProblemSchema}}}
+        422: {description: Invalid request (the field is named),
+              content: {application/problem+json: {schema: ProblemSchema}}}
+        503: {description: A step's backend is not available,
+              content: {application/problem+json: {schema: ProblemSchema}}}
+    """
+    data = load(chain_schema)
+    svc = service()
+    steps = [ChainStep(orchestrate.request_from(step), step.get("name", "")) for step in data["steps"]]
+    dry_run = data.get("dry_run", False)
+    orchestrate.check_chain(svc, steps, dry_run=dry_run)
+    outcome = orchestrate.run_chain(svc, steps, stop_on_failure=data.get("stop_on_failure", False),
+                                    pass_working_dir=data.get("pass_working_dir", False), dry_run=dry_run)
+    return jsonify(outcome.to_dict())
+
+
+@bp.post("/compare")
+def compare():
+    """Ask several backends the same prompt; one result per backend, in request order.
+
+    ---
+    post:
+      tags: [Custom API]
+      operationId: executeCompare
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: CompareRequestSchema
+      responses:
+        200:
+          description: One result per backend (an unknown or unavailable backend is a result with its
+            `error`), or with `output_format` `stream-json` an NDJSON stream of their unified events,
+            each tagged with `task` (the backend's index in `backends`).
+          content:
+            application/json:
+              schema: CompareResponseSchema
+            application/x-ndjson:
+              schema: TaskStreamEventSchema
+        400: {description: Invalid prompt or workdir, content: {application/problem+json: {schema: ProblemSchema}}}
+        422: {description: Invalid request (the field is named),
+              content: {application/problem+json: {schema: ProblemSchema}}}
+    """
+    data = load(compare_schema)
+    svc = service()
+    streaming = data.get("output_format") == "stream-json"
+    tasks = orchestrate.compare_tasks(svc, data["prompt"], data["backends"], model=data.get("model", ""),
+                                      workdir=data.get("workdir", ""), dry_run=data.get("dry_run", False),
+                                      stream=streaming)
+    workers = orchestrate.compare_workers(svc, len(tasks), data.get("sequential", False))
+    if streaming:
+        return stream(ParallelStream(tasks, workers))
+    return jsonify(ParallelRun(tasks, workers).run().compare_dict(data["prompt"], data["backends"]))
