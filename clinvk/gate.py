@@ -65,7 +65,7 @@ class _GateBase:
         raise NotImplementedError
 
     def _retry_after(self) -> int:
-        return max(1, int(self.queue_timeout))
+        return max(1, int(min(self.queue_timeout, 3600)))
 
     def _busy(self, where: str) -> GateFull:
         return GateFull(f"server busy: all {self.limit} run slots are taken and {where}",
@@ -101,7 +101,8 @@ class ConcurrencyGate(_GateBase):
             self.queued += 1
             self._changed()
             try:
-                if not self._cond.wait_for(lambda: self.running < self.limit, self.queue_timeout):
+                timeout = None if self.queue_timeout == float("inf") else self.queue_timeout
+                if not self._cond.wait_for(lambda: self.running < self.limit, timeout):
                     raise self._busy(f"none came free within {self.queue_timeout:g} s")
                 self.running += 1
             finally:
