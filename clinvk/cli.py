@@ -168,7 +168,7 @@ def make_service(ctx: click.Context):
 @contextmanager
 def service_errors(source: str = "") -> Iterator[None]:
     """ServiceError → exit 2 (bad request) or 1 (backend not available); a busy gate → 1."""
-    from .runner import GateFull
+    from .gate import GateFull
     from .service import ServiceError, Unavailable
 
     try:

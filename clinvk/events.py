@@ -95,6 +95,22 @@ class RunResult:
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.error
 
+    def to_dict(self, warnings: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The JSON shape of a run, as ``POST /api/v1/prompt`` answers it (the caller adds ``session_id``)."""
+        body: dict[str, Any] = {"backend": self.backend, "exit_code": self.exit_code,
+                                "duration_ms": self.duration_ms, "output": self.output}
+        if self.error:
+            body["error"] = self.error
+        if self.token_usage is not None:
+            body["token_usage"] = self.token_usage.to_dict()
+        if self.backend_session_id:
+            body["backend_session_id"] = self.backend_session_id
+        if self.model:
+            body["model"] = self.model
+        if warnings:
+            body["warnings"] = list(warnings)
+        return body
+
 
 def _iso(ts: float) -> str:
     """RFC 3339 UTC timestamp with milliseconds."""

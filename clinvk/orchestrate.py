@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from .events import Event, RunResult
-from .runner import GateFull
+from .gate import GateFull
 from .service import CancelToken, PreparedRun, PromptRequest, Service, ServiceError, StreamingRun
 
 log = logging.getLogger(__name__)
@@ -74,19 +74,7 @@ class TaskOutcome:
 
 def result_dict(result: RunResult, warnings: Sequence[str] | None = None) -> dict[str, Any]:
     """The JSON shape of one run, as ``POST /api/v1/prompt`` answers it (without a session)."""
-    body: dict[str, Any] = {"backend": result.backend, "exit_code": result.exit_code,
-                            "duration_ms": result.duration_ms, "output": result.output}
-    if result.error:
-        body["error"] = result.error
-    if result.token_usage is not None:
-        body["token_usage"] = result.token_usage.to_dict()
-    if result.backend_session_id:
-        body["backend_session_id"] = result.backend_session_id
-    if result.model:
-        body["model"] = result.model
-    if warnings:
-        body["warnings"] = list(warnings)
-    return body
+    return result.to_dict(list(warnings) if warnings else None)
 
 
 def status_of(result: RunResult) -> str:

@@ -282,7 +282,3 @@ _LIVE = _LiveRuns()
 terminate_all = _LIVE.terminate_all
 live_count = _LIVE.__len__
 atexit.register(terminate_all)
-
-
-# The gate lives in clinvk.gate (one process, or every worker of a server); re-exported here.
-from .gate import ConcurrencyGate, GateFull, SharedGate  # noqa: E402,F401

@@ -19,7 +19,8 @@ from .backends import BACKENDS, Backend, RunSpec, UnsupportedOption
 from .backends.base import ParsedOutput
 from .config import BACKEND_NAMES, Config
 from .events import Event, RunResult, TokenUsage
-from .runner import ConcurrencyGate, ProcessOutcome, RunningProcess, StartError
+from .gate import ConcurrencyGate
+from .runner import ProcessOutcome, RunningProcess, StartError
 from .sessions import Session, SessionStore
 from .workdir import WorkdirError, resolve_workdir
 

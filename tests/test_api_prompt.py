@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import threading
 import time
 
 import pytest
-from werkzeug.serving import make_server
+
+from tests.liveserver import LiveServer, alive, wait_for
 
 BACKENDS = ["claude", "codex", "gemini"]
 
 
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "\nState:\tZ" not in status.read()
-    except FileNotFoundError:
-        return False
-
-
 def wait_gone(*pids: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not any(alive(p) for p in pids if p):
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_for(lambda: not any(alive(p) for p in pids if p), within)
 
 
 def ndjson(response) -> list[dict]:
@@ -258,11 +243,8 @@ def app(make_app):
 
 @pytest.fixture
 def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with LiveServer(app) as server:
+        yield server.server
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

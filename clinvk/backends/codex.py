@@ -6,8 +6,7 @@ import json
 from typing import Any, Iterable
 
 from ..events import Event
-from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, \
-    describe_failure, usage_from
+from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, usage_from
 
 SANDBOXES = {"read-only": "read-only", "workspace": "workspace-write", "full": "danger-full-access"}
 

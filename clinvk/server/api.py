@@ -31,20 +31,9 @@ def prompt_request(data: dict[str, Any]) -> PromptRequest:
 
 
 def result_body(result: RunResult, session_id: str | None, warnings: list[str] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"backend": result.backend, "exit_code": result.exit_code,
-                            "duration_ms": result.duration_ms, "output": result.output}
+    body = result.to_dict(warnings)
     if session_id:
-        body["session_id"] = session_id
-    if result.error:
-        body["error"] = result.error
-    if result.token_usage is not None:
-        body["token_usage"] = result.token_usage.to_dict()
-    if result.backend_session_id:
-        body["backend_session_id"] = result.backend_session_id
-    if result.model:
-        body["model"] = result.model
-    if warnings:
-        body["warnings"] = warnings
+        body = {"session_id": session_id, **body}
     return body
 
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from flask import current_app
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 
 from ..config import BACKEND_NAMES
 from ..events import Event, RunResult, TokenUsage
 from ..service import PreparedRun, PromptRequest, Service, ServiceError, StreamingRun
-from .bodies import json_body
-from .errors import ApiError, validation_error
+from .bodies import load
+from .errors import ApiError
 from .schemas import MAX_SYSTEM_PROMPT_CHARS
 
 # A failed or timed-out run is not retried by the SDKs: the CLI already retried its vendor API,
@@ -46,13 +46,7 @@ def keepalive_secs() -> float:
 def load_body(schema: Schema) -> dict[str, Any]:
     """The JSON body validated by ``schema``; errors name the field as the vendor APIs do (no ``body.``)."""
     try:
-        data = json_body()
-        try:
-            return schema.load(data)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
-        except RecursionError:
-            raise ApiError(400, "request body is nested too deeply") from None
+        return load(schema)
     except ApiError as error:
         errors = [dict(e, field=e["field"].removeprefix("body.")) for e in error.errors if e["field"] != "body"]
         message = error.message.removeprefix("body.")

@@ -17,7 +17,7 @@ from flask import Flask, Response, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..runner import GateFull
+from ..gate import GateFull
 from ..service import ServiceError
 
 log = logging.getLogger(__name__)
