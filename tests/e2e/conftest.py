@@ -3,6 +3,8 @@ whose backends are the genuine pinned CLIs pointed at those stubs."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests import realcli
@@ -21,12 +23,19 @@ def stubs():
 
 
 @pytest.fixture
-def realcli_config(stubs, tmp_path):
-    """Config overrides that run every backend with its real CLI against its stub."""
+def realcli_config(stubs, tmp_path, monkeypatch):
+    """Config overrides that run every backend with its real CLI against its stub.
+
+    Variables that could point a CLI at a real vendor (keys, base URLs) are removed from the
+    environment the CLIs inherit.
+    """
+    for name in set(os.environ) - set(realcli.base_env()):
+        monkeypatch.delenv(name)
     backends = {}
     for name in realcli.BACKENDS:
         path = realcli.find_cli(name)
-        assert path, f"{name} CLI not installed: {realcli.INSTALL_HINT}"
+        if not path:
+            pytest.fail(f"{name} CLI not installed: {realcli.INSTALL_HINT}", pytrace=False)
         env = realcli.offline_env(name, stubs[name].url, tmp_path / f"{name}-home")
         backends[name] = {"command": path, "env": env, "model": realcli.E2E_MODELS[name]}
     return {"backends": backends, "server": {"request_timeout_secs": 120}}

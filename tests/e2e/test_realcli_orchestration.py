@@ -8,49 +8,16 @@ fail (never skip) when a CLI is missing: run ``scripts/install-clis.sh``.
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
-try:
-    from tests import realcli
-except ImportError:  # plain `pytest` without the repo root on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests import realcli
-from tests.stubs import anthropic_stub, gemini_stub, openai_responses_stub
-
-from clinvk.server import create_app
-
 pytestmark = pytest.mark.realcli
 
-STUBS = {"claude": anthropic_stub, "codex": openai_responses_stub, "gemini": gemini_stub}
-
 
 @pytest.fixture
-def stubs():
-    handles = {name: module.start_stub(mode="echo") for name, module in STUBS.items()}
-    yield handles
-    for handle in handles.values():
-        handle.stop()
-
-
-@pytest.fixture
-def client(stubs, make_config, tmp_path, monkeypatch):
-    """A clinvk app whose three backends are the real CLIs, each offline against its stub."""
-    for name in set(os.environ) - set(realcli.base_env()):  # no real credentials or endpoints reach the CLIs
-        monkeypatch.delenv(name)
-    backends = {}
-    for name in realcli.BACKENDS:
-        exe = realcli.find_cli(name)
-        if not exe:
-            pytest.fail(f"{name} CLI not found: {realcli.INSTALL_HINT}", pytrace=False)
-        env = realcli.offline_env(name, stubs[name].url, tmp_path / f"home-{name}")
-        backends[name] = {"command": exe, "env": env, "model": realcli.E2E_MODELS[name]}
-    app = create_app(make_config(backends=backends, server={"request_timeout_secs": 120}))
-    app.config["TESTING"] = True
-    return app.test_client()
+def client(realcli_app):
+    """A clinvk app whose three backends are the real CLIs, each offline against its echo stub."""
+    return realcli_app.test_client()
 
 
 def user_texts(stub, backend):
