@@ -41,7 +41,7 @@ class GateFull(Exception):
         self.retry_after = retry_after
 
 
-class _GateBase:
+class Gate:
     def __init__(self, limit: int, max_queued: int, queue_timeout: float):
         self.limit = limit
         self.max_queued = max_queued
@@ -79,7 +79,7 @@ class _GateBase:
                 log.exception("concurrency gate listener failed")
 
 
-class ConcurrencyGate(_GateBase):
+class ConcurrencyGate(Gate):
     """Caps concurrent CLI runs in this process; excess callers wait in a bounded queue.
 
     Waiting briefly beats refusing at once (bursts are common and runs short); refusing beats an
@@ -166,7 +166,7 @@ class _LockFiles:
         self.taken[index] = False
 
 
-class SharedGate(_GateBase):
+class SharedGate(Gate):
     """The gate of one server, shared by all its worker processes through lock files in ``directory``."""
 
     def __init__(self, limit: int, max_queued: int, queue_timeout: float, directory: str | os.PathLike[str]):

@@ -19,7 +19,7 @@ from .backends import BACKENDS, Backend, RunSpec, UnsupportedOption
 from .backends.base import ParsedOutput
 from .config import BACKEND_NAMES, Config
 from .events import Event, RunResult, TokenUsage
-from .gate import ConcurrencyGate
+from .gate import ConcurrencyGate, Gate
 from .runner import ProcessOutcome, RunningProcess, StartError
 from .sessions import Session, SessionStore
 from .workdir import WorkdirError, resolve_workdir
@@ -140,11 +140,13 @@ class CancelToken:
 
 
 class Service:
-    def __init__(self, config: Config, store: SessionStore | None = None):
+    def __init__(self, config: Config, store: SessionStore | None = None, gate: Gate | None = None):
+        """``gate`` defaults to one counting this process's runs (the server passes one shared by its workers)."""
         self.config = config
         self.store = store if store is not None else SessionStore(config.sessions_db)
         server = config.server
-        self.gate = ConcurrencyGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
+        self.gate = gate if gate is not None else ConcurrencyGate(
+            server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
         self._env = {name: self._environment(name) for name in BACKEND_NAMES}
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).

@@ -43,10 +43,9 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_request_body_bytes or None
     app.json.sort_keys = False
     app.json.ensure_ascii = False
-    service = Service(config, store)
     server = config.server
-    service.gate = SharedGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs,
-                              gate_dir(config))
+    gate = SharedGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs, gate_dir(config))
+    service = Service(config, store, gate)
     app.extensions["clinvk.service"] = service
     app.extensions["clinvk.started"] = time.monotonic()
     if config.session.retention_days > 0:
