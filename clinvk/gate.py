@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,7 +42,7 @@ class GateFull(Exception):
         self.retry_after = retry_after
 
 
-class Gate:
+class Gate(ABC):
     def __init__(self, limit: int, max_queued: int, queue_timeout: float):
         self.limit = limit
         self.max_queued = max_queued
@@ -58,11 +59,13 @@ class Gate:
         finally:
             self.release()
 
-    def acquire(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def acquire(self) -> None:
+        """Take a run slot, waiting in the queue if there is room; :class:`GateFull` otherwise."""
 
-    def release(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`acquire`."""
 
     def _retry_after(self) -> int:
         return max(1, int(min(self.queue_timeout, 3600)))
