@@ -121,12 +121,19 @@ class RunningProcess:
                               self.truncated)
 
     def _pump(self, keepalive: float | None) -> Iterator[bytes | None]:
-        """Read stdout and stderr without deadlock; yield stdout chunks, ``None`` on keep-alive ticks."""
+        """Read stdout and stderr without deadlock; yield stdout chunks, ``None`` on keep-alive ticks.
+
+        Ends when both pipes are closed, or shortly after the CLI exited while a leftover child of
+        it still holds them open (a pidfd in the same selector tells the moment it exits).
+        """
         selector = selectors.DefaultSelector()
         streams = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
         for fd in streams:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ)
+        exit_fd = _pidfd(self.proc.pid)
+        if exit_fd is not None:
+            selector.register(exit_fd, selectors.EVENT_READ)
         last_output = time.monotonic()
         exited_at: float | None = None
         try:
@@ -136,11 +143,19 @@ class RunningProcess:
                     self.timed_out = True
                     self.terminate(f"timed out after {self.timeout:g} s")
                     return
+                if exited_at is not None and now - exited_at >= EXIT_DRAIN_SECS:
+                    return  # the CLI is gone; what still holds its pipes is a leftover child
                 wait = min(self.deadline - now, POLL_SECS)
+                if exited_at is not None:
+                    wait = min(wait, exited_at + EXIT_DRAIN_SECS - now)
                 if keepalive is not None:
                     wait = min(wait, max(0.0, last_output + keepalive - now))
                 events = selector.select(wait)
                 for key, _ in events:
+                    if key.fd == exit_fd:
+                        exited_at = time.monotonic()
+                        selector.unregister(exit_fd)
+                        continue
                     try:
                         data = os.read(key.fd, 65536)
                     except BlockingIOError:
@@ -159,13 +174,12 @@ class RunningProcess:
                 if keepalive is not None and now - last_output >= keepalive:
                     last_output = now
                     yield None
-                if not events and self.proc.poll() is not None:
-                    # The CLI exited but a leftover child still holds its pipes open.
-                    exited_at = exited_at or now
-                    if now - exited_at >= EXIT_DRAIN_SECS:
-                        return
+                if exited_at is None and exit_fd is None and not events and self.proc.poll() is not None:
+                    exited_at = now  # no pidfd support: noticed by polling instead
         finally:
             selector.close()
+            if exit_fd is not None:
+                os.close(exit_fd)
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -191,9 +205,8 @@ class RunningProcess:
         """
         if self.proc.poll() is not None:
             return
-        try:
-            fd = os.pidfd_open(self.proc.pid)
-        except OSError:
+        fd = _pidfd(self.proc.pid)
+        if fd is None:
             return  # no pidfd support: Popen.wait polls instead
         try:
             poller = select.poll()
@@ -226,6 +239,14 @@ class RunningProcess:
                 stream.close()
         if _LIVE.discard(self) and self.on_close is not None:
             self.on_close()
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
 
 
 def _prompt_fd(text: str) -> int:

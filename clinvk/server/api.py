@@ -12,6 +12,7 @@ from ..events import Event, RunResult
 from ..service import PromptRequest, Service
 from . import schemas
 from .bodies import load
+from .disconnect import client_gone_token
 from .errors import ApiError, validation_error
 from .streaming import stream_response
 
@@ -77,7 +78,8 @@ def prompt():
         run = prepared.start_stream()
         keepalive = current_app.config["CLINVK"].server.keepalive_interval_secs
         return stream_response((ndjson(e) for e in run.events(keepalive)), "application/x-ndjson", run.close)
-    result = prepared.execute()
+    with client_gone_token() as cancel:
+        result = prepared.execute(cancel)
     return jsonify(result_body(result, prepared.session_id, prepared.notes))
 
 
