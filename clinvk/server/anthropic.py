@@ -16,7 +16,6 @@ from ..service import StreamingRun
 from . import compat
 from .compat import Conversation, TextDeltas, Usage, sse_event
 from .compat_schemas import AnthropicMessagesRequestSchema
-from .disconnect import client_gone_token
 from .errors import ApiError, error_body
 from .streaming import stream_response
 
@@ -76,11 +75,7 @@ def messages():
     if data.get("stream"):
         run = compat.start_stream(prepared)
         return stream_response(stream_events(run, message, chat), "text/event-stream", run.close)
-    with client_gone_token() as cancel:
-        result = prepared.execute(cancel)
-    failure = compat.run_failure(result)
-    if failure:
-        raise failure
+    result = compat.execute(prepared)
     usage = Usage.of(result, result.token_usage, chat)
     return jsonify({**message, "content": [{"type": "text", "text": result.output}], "stop_reason": "end_turn",
                     "stop_sequence": None, "usage": usage.anthropic()})

@@ -17,6 +17,7 @@ from ..config import BACKEND_NAMES
 from ..events import Event, RunResult, TokenUsage
 from ..service import PreparedRun, PromptRequest, Service, ServiceError, StreamingRun
 from .bodies import load
+from .disconnect import client_gone_token
 from .errors import ApiError
 from .schemas import MAX_SYSTEM_PROMPT_CHARS
 
@@ -133,6 +134,17 @@ def start_stream(prepared: PreparedRun) -> StreamingRun:
         return prepared.start_stream()
     except ServiceError as exc:
         raise from_service_error(exc) from None
+
+
+def execute(prepared: PreparedRun) -> RunResult:
+    """Run a non-streaming request to the end (or until its client hangs up); a failed run raises
+    the HTTP error it amounts to."""
+    with client_gone_token() as cancel:
+        result = prepared.execute(cancel)
+    failure = run_failure(result)
+    if failure:
+        raise failure
+    return result
 
 
 def run_failure(result: RunResult | None) -> ApiError | None:

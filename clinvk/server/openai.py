@@ -17,7 +17,6 @@ from ..service import StreamingRun
 from . import compat
 from .compat import Conversation, TextDeltas, Usage, sse_data
 from .compat_schemas import OpenAIChatCompletionRequestSchema
-from .disconnect import client_gone_token
 from .errors import ApiError, error_body
 from .streaming import stream_response
 
@@ -121,11 +120,7 @@ def chat_completions():
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
         run = compat.start_stream(prepared)
         return stream_response(stream_chunks(run, meta, chat, include_usage), "text/event-stream", run.close)
-    with client_gone_token() as cancel:
-        result = prepared.execute(cancel)
-    failure = compat.run_failure(result)
-    if failure:
-        raise failure
+    result = compat.execute(prepared)
     usage = Usage.of(result, result.token_usage, chat)
     return jsonify({**meta, "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": result.output,
