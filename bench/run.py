@@ -49,7 +49,7 @@ import yaml  # noqa: E402  (a clinvk dependency)
 
 from clinvk.backends import BACKENDS  # noqa: E402
 from clinvk.backends.base import RunSpec  # noqa: E402
-from clinvk.sessions import SessionStore  # noqa: E402
+from clinvk.sessions import SqliteSessionStore as SessionStore  # noqa: E402
 
 HOST = "127.0.0.1"
 PROMPT = "Say hello in one short sentence."

@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from clinvk.cli import cli
-from clinvk.sessions import SessionStore
+from clinvk.sessions import SqliteSessionStore as SessionStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -368,13 +368,49 @@ def test_chain(run, fake_clis, tmp_path):
     assert body["results"][1]["output"] == "echo: got echo: first"
 
 
-def test_chain_failure_stops_by_default(run, fake_clis, tmp_path):
+def test_chain_failure_continues_by_default_and_stops_on_request(run, fake_clis, tmp_path):
     steps = [{"backend": "gemini", "prompt": "boom FAKE_FAIL=500"}, {"backend": "claude", "prompt": "{{previous}}!"}]
     path = write(tmp_path / "c.json", steps)
     result = run("chain", "-f", path, code=1)
-    assert "chain failed at step 1" in result.stderr and len(fake_clis.calls()) == 1
+    assert "chain failed at step 1" in result.stderr and len(fake_clis.calls()) == 2
+    result = run("chain", "-f", path, "--stop-on-failure", code=1)
+    assert "chain failed at step 1" in result.stderr and len(fake_clis.calls()) == 3
+    body = json.loads(run("chain", "-f", write(tmp_path / "s.json", {"steps": steps, "stop_on_failure": True}),
+                          "--json", code=1).stdout)
+    assert len(body["results"]) == 1 and body["failed_step"] == 1
     body = json.loads(run("chain", "-f", path, "--no-stop-on-failure", "--json", code=1).stdout)
     assert len(body["results"]) == 2 and body["failed_step"] == 1
+
+
+@pytest.mark.parametrize("extra", [{}, {"stop_on_failure": True}, {"stop_on_failure": False}])
+def test_chain_cli_and_http_agree(run, client, fake_clis, tmp_path, extra):
+    """The same chain document gives the same outcome on the command line and over HTTP."""
+    doc = {"steps": [{"backend": "gemini", "prompt": "boom FAKE_FAIL=500"},
+                     {"backend": "claude", "prompt": "{{previous}}!"}], **extra}
+    cli_body = json.loads(run("chain", "-f", write(tmp_path / "c.json", doc), "--json", code=1).stdout)
+    http_body = client.post("/api/v1/chain", json=doc).json
+
+    def shape(body):
+        return (body["total_steps"], body["completed_steps"], body["failed_step"],
+                [(r["step"], r["backend"], r["status"]) for r in body["results"]])
+
+    assert shape(cli_body) == shape(http_body)
+    assert len(cli_body["results"]) == (1 if extra.get("stop_on_failure") else 2)
+
+
+@pytest.mark.parametrize("extra", [{}, {"fail_fast": True}])
+def test_parallel_cli_and_http_agree(run, client, fake_clis, tmp_path, extra):
+    doc = {"tasks": [{"backend": "gemini", "prompt": "FAKE_FAIL=500"},
+                     {"backend": "claude", "prompt": "FAKE_DELAY=1 slow"}], "max_parallel": 1, **extra}
+    cli_body = json.loads(run("parallel", "-f", write(tmp_path / "p.json", doc), "--json", code=1).stdout)
+    http_body = client.post("/api/v1/parallel", json=doc).json
+
+    def shape(body):
+        return ([(r["index"], r["backend"], r["status"]) for r in body["results"]],
+                {k: body[k] for k in ("total_tasks", "completed", "failed", "cancelled")})
+
+    assert shape(cli_body) == shape(http_body)
+    assert cli_body["cancelled"] == (1 if extra else 0)
 
 
 def test_chain_bad_step_exits_2_before_running(run, fake_clis, tmp_path):
@@ -494,7 +530,7 @@ def test_subprocess_ctrl_c_kills_running_clis(env, fake_clis, tmp_path):
 
 
 def test_no_arguments_on_a_terminal_prints_help(run, monkeypatch, fake_clis):
-    monkeypatch.setattr("clinvk.cli._stdin_is_tty", lambda: True)
+    monkeypatch.setattr("clinvk.cli.context.stdin_is_tty", lambda: True)
     assert "Usage: clinvk" in run().stdout
     assert "no prompt given" in run("-b", "codex", code=2).stderr
     assert fake_clis.calls() == []
@@ -503,9 +539,9 @@ def test_no_arguments_on_a_terminal_prints_help(run, monkeypatch, fake_clis):
 def test_live_progress_on_a_terminal():
     import io
 
-    from clinvk.cli_output import Progress
+    from clinvk.cli.output import Progress
     from clinvk.events import RunResult
-    from clinvk.orchestrate import TaskOutcome
+    from clinvk.orchestration import TaskOutcome
 
     out = io.StringIO()
     with Progress(["claude one", "codex two", "gemini three"], out, tty=True, title="Running 3 tasks") as progress:
@@ -528,9 +564,9 @@ def test_live_progress_on_a_terminal():
 def test_plain_progress_lines():
     import io
 
-    from clinvk.cli_output import Progress
+    from clinvk.cli.output import Progress
     from clinvk.events import RunResult
-    from clinvk.orchestrate import TaskOutcome
+    from clinvk.orchestration import TaskOutcome
 
     out = io.StringIO()
     with Progress(["claude one", "codex two"], out, tty=False) as progress:

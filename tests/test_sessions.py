@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from clinvk import sessions as sessions_mod
+from clinvk.sessions import sqlite as sessions_mod
 from clinvk.events import TokenUsage
 from clinvk.sessions import (
     STATUSES,
@@ -21,7 +21,7 @@ from clinvk.sessions import (
     InvalidSessionId,
     Session,
     SessionNotFound,
-    SessionStore,
+    SqliteSessionStore as SessionStore,
 )
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -39,7 +39,7 @@ def clock(monkeypatch):
             return self.now
 
     c = Clock()
-    monkeypatch.setattr(sessions_mod, "_now", lambda: c.now)
+    monkeypatch.setattr(sessions_mod, "utc_now", lambda: c.now)
     return c
 
 

@@ -70,7 +70,7 @@ def messages():
     """
     data = compat.load_body(request_schema)
     chat = conversation(data)
-    prepared = compat.prepare(data["model"], chat, stream=bool(data.get("stream")), max_tokens=data["max_tokens"])
+    prepared = compat.prepare(data["model"], chat, stream=bool(data.get("stream")))
     message = {"id": compat.new_id("msg_"), "type": "message", "role": "assistant", "model": data["model"]}
     if data.get("stream"):
         run = compat.start_stream(prepared)

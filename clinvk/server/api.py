@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from ..events import Event, RunResult
-from ..service import PromptRequest, Service
+from ..service import Service
 from . import schemas
 from .bodies import load
 from .disconnect import client_gone_token
@@ -20,15 +20,10 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 prompt_schema = schemas.PromptRequestSchema()
 session_query_schema = schemas.SessionListQuerySchema()
-HIDDEN_SESSION_FIELDS = ()
 
 
 def service() -> Service:
     return current_app.extensions["clinvk.service"]
-
-
-def prompt_request(data: dict[str, Any]) -> PromptRequest:
-    return PromptRequest(**{k: v for k, v in data.items() if k in PromptRequest.__dataclass_fields__})
 
 
 def result_body(result: RunResult, session_id: str | None, warnings: list[str] | None = None) -> dict[str, Any]:
@@ -72,8 +67,7 @@ def prompt():
         429: {description: Server busy or rate limited, content: {application/problem+json: {schema: ProblemSchema}}}
         503: {description: Backend not available, content: {application/problem+json: {schema: ProblemSchema}}}
     """
-    data = load(prompt_schema)
-    prepared = service().prepare(prompt_request(data))
+    prepared = service().prepare(load(prompt_schema))
     if prepared.stream:
         run = prepared.start_stream()
         keepalive = current_app.config["CLINVK"].server.keepalive_interval_secs

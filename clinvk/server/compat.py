@@ -103,8 +103,7 @@ def fold(turns: Iterable[tuple[str, list[str] | None]], system: list[str]) -> Co
     return Conversation(prompt, "\n\n".join(piece for piece in system if piece))
 
 
-def prepare(model: str, conversation: Conversation, *, stream: bool, max_tokens: int = 0,
-            system_field: str = "system") -> PreparedRun:
+def prepare(model: str, conversation: Conversation, *, stream: bool, system_field: str = "system") -> PreparedRun:
     """A stateless run of the backend ``model`` maps to. Service errors name the request's own fields."""
     backend, cli_model = backend_for_model(model)
     if backend == "claude" and len(conversation.system) > MAX_SYSTEM_PROMPT_CHARS:
@@ -112,10 +111,9 @@ def prepare(model: str, conversation: Conversation, *, stream: bool, max_tokens:
                    f"command-line argument, which holds at most {MAX_SYSTEM_PROMPT_CHARS}")
         raise ApiError(400, message, errors=[{"field": system_field, "message": message}])
     request = PromptRequest(prompt=conversation.prompt, backend=backend, model=cli_model,
-                            system_prompt=conversation.system, output_format="stream-json" if stream else "json",
-                            ephemeral=True, max_tokens=max_tokens)
+                            system_prompt=conversation.system, stream=stream, ephemeral=True)
     try:
-        return service().prepare(request, persist=False)
+        return service().prepare(request)
     except ServiceError as exc:
         raise from_service_error(exc, system_field) from None
 

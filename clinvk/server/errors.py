@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..gate import GateFull
+from ..specs import flatten_validation
 from ..service import ServiceError
 
 log = logging.getLogger(__name__)
@@ -88,31 +89,6 @@ def _title(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
-
-
-def flatten_validation(messages: Any, prefix: str = "body") -> list[dict[str, str]]:
-    """marshmallow's nested error dict → [{"field": "body.tasks[1].backend", "message": ...}]."""
-    out: list[dict[str, str]] = []
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            if key == "_schema":
-                out += flatten_validation(value, prefix)
-            elif isinstance(key, int):
-                out += flatten_validation(value, f"{prefix}[{key}]")
-            else:
-                out += flatten_validation(value, f"{prefix}.{key}")
-    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
-        out.append({"field": prefix, "message": " ".join(_friendly(m) for m in messages)})
-    elif isinstance(messages, list):
-        for item in messages:
-            out += flatten_validation(item, prefix)
-    else:
-        out.append({"field": prefix, "message": str(messages)})
-    return out
-
-
-def _friendly(message: str) -> str:
-    return "unknown field" if message == "Unknown field." else message
 
 
 def validation_error(exc: ValidationError, prefix: str = "body") -> ApiError:

@@ -112,9 +112,7 @@ def chat_completions():
     """
     data = compat.load_body(request_schema)
     chat = conversation(data["messages"])
-    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens") or 0
-    prepared = compat.prepare(data["model"], chat, stream=bool(data.get("stream")), max_tokens=max_tokens,
-                              system_field="messages")
+    prepared = compat.prepare(data["model"], chat, stream=bool(data.get("stream")), system_field="messages")
     meta = {"id": compat.new_id("chatcmpl-"), "created": int(time.time()), "model": data["model"]}
     if data.get("stream"):
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))

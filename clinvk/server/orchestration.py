@@ -1,5 +1,5 @@
 """Orchestration endpoints under /api/v1: parallel, chain and compare (the last two of them streaming on
-request). Views parse, call :mod:`clinvk.orchestrate`, render."""
+request). Views parse, call :mod:`clinvk.orchestration`, render."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from .. import orchestrate
-from ..orchestrate import ChainStep, ParallelRun, ParallelStream
+from .. import orchestration
+from ..orchestration import ParallelStream
 from ..service import Service
 from . import orchestration_schemas as schemas
 from .bodies import load
@@ -66,17 +66,11 @@ def parallel():
         503: {description: A task's backend is not available,
               content: {application/problem+json: {schema: ProblemSchema}}}
     """
-    data = load(parallel_schema)
-    svc = service()
-    streaming = data.get("output_format") == "stream-json"
-    names = [task.get("name", "") for task in data["tasks"]]
-    tasks = orchestrate.prepare_tasks(svc, [orchestrate.request_from(t) for t in data["tasks"]],
-                                      dry_run=data.get("dry_run", False), stream=streaming)
-    workers = orchestrate.max_workers(svc, data.get("max_parallel"), len(tasks))
-    fail_fast = data.get("fail_fast", svc.config.parallel.fail_fast)
-    if streaming:
-        return stream(ParallelStream(tasks, workers, fail_fast=fail_fast, names=names))
-    return jsonify(ParallelRun(tasks, workers, fail_fast=fail_fast, names=names).run().to_dict())
+    spec = load(parallel_schema)
+    batch = orchestration.parallel(service(), spec)
+    if spec.stream:
+        return stream(batch.stream())
+    return jsonify(batch.run().to_dict())
 
 
 @bp.post("/chain")
@@ -101,14 +95,7 @@ def chain():
         503: {description: A step's backend is not available,
               content: {application/problem+json: {schema: ProblemSchema}}}
     """
-    data = load(chain_schema)
-    svc = service()
-    steps = [ChainStep(orchestrate.request_from(step), step.get("name", "")) for step in data["steps"]]
-    dry_run = data.get("dry_run", False)
-    orchestrate.check_chain(svc, steps, dry_run=dry_run)
-    outcome = orchestrate.run_chain(svc, steps, stop_on_failure=data.get("stop_on_failure", False),
-                                    pass_working_dir=data.get("pass_working_dir", False), dry_run=dry_run)
-    return jsonify(outcome.to_dict())
+    return jsonify(orchestration.chain(service(), load(chain_schema)).run().to_dict())
 
 
 @bp.post("/compare")
@@ -138,13 +125,8 @@ def compare():
         422: {description: Invalid request (the field is named),
               content: {application/problem+json: {schema: ProblemSchema}}}
     """
-    data = load(compare_schema)
-    svc = service()
-    streaming = data.get("output_format") == "stream-json"
-    tasks = orchestrate.compare_tasks(svc, data["prompt"], data["backends"], model=data.get("model", ""),
-                                      workdir=data.get("workdir", ""), dry_run=data.get("dry_run", False),
-                                      stream=streaming)
-    workers = orchestrate.compare_workers(svc, len(tasks), data.get("sequential", False))
-    if streaming:
-        return stream(ParallelStream(tasks, workers))
-    return jsonify(ParallelRun(tasks, workers).run().compare_dict(data["prompt"], data["backends"]))
+    spec = load(compare_schema)
+    batch = orchestration.compare(service(), spec)
+    if spec.stream:
+        return stream(batch.stream())
+    return jsonify(batch.run().compare_dict(spec.prompt, spec.backends))

@@ -1,42 +1,13 @@
-"""Marshmallow schemas of the orchestration endpoints: parallel, chain, compare (requests, responses, stream)."""
+"""Marshmallow schemas of the orchestration endpoints' responses and stream events (parallel, chain, compare)."""
 
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
-from ..config import OUTPUT_FORMATS
-from .schemas import (MAX_PROMPT_CHARS, PromptOptionsSchema, PromptResponseSchema, RequestSchema,
-                      StreamEventSchema, StrictBoolean, StrictInteger, TokenUsageSchema)
-
-OUTPUT_FORMAT = fields.String(validate=validate.OneOf(OUTPUT_FORMATS), metadata={
-    "description": "`stream-json` streams the tasks' unified events as NDJSON, each with `task` (its "
-                   "0-based index), and ends with one `done` event without `task` summarizing the batch."})
-
-
-class ParallelTaskSchema(PromptOptionsSchema):
-    """A task: the prompt fields. It is always ephemeral; its `output_format` is ignored."""
-
-    backend = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    name = fields.String(validate=validate.Length(max=200), metadata={"description": "A label for the task."})
-    ephemeral = StrictBoolean(metadata={"description": "Tasks are always ephemeral; `false` is refused."})
-
-    @validates_schema
-    def _ephemeral(self, data, **kwargs):
-        if data.get("ephemeral") is False:
-            raise ValidationError("parallel tasks are always ephemeral", "ephemeral")
-
-
-class ParallelRequestSchema(RequestSchema):
-    tasks = fields.List(fields.Nested(ParallelTaskSchema), required=True, validate=validate.Length(min=1),
-                        metadata={"description": "The tasks (at most `parallel.max_tasks`, 32 by default)."})
-    max_parallel = StrictInteger(validate=validate.Range(min=0), metadata={
-        "description": "Tasks running at once; 0 or absent: `parallel.max_workers` (3). At most "
-                       "`server.max_concurrent_runs`."})
-    fail_fast = StrictBoolean(metadata={
-        "description": "On the first failed task, kill the running ones and start no more (they end "
-                       "`cancelled`). Default: `parallel.fail_fast`."})
-    dry_run = StrictBoolean(metadata={"description": "Return each task's command line instead of running it."})
-    output_format = OUTPUT_FORMAT
+# The request schemas are shared with the command line (clinvk.specs); listed here for the OpenAPI spec.
+from ..specs import (ChainRequestSchema, ChainStepSchema, CompareRequestSchema,  # noqa: F401
+                     ParallelRequestSchema, ParallelTaskSchema)
+from .schemas import PromptResponseSchema, StreamEventSchema, TokenUsageSchema
 
 
 class ParallelResultSchema(PromptResponseSchema):
@@ -53,31 +24,6 @@ class ParallelResponseSchema(Schema):
     total_duration_ms = fields.Integer(required=True)
     results = fields.List(fields.Nested(ParallelResultSchema), required=True,
                           metadata={"description": "One per task, in request order."})
-
-
-class ChainStepSchema(PromptOptionsSchema):
-    """A step: the prompt fields plus `name`. `{{previous}}` in its prompt is replaced by the previous
-    step's output. Always ephemeral; `output_format` is ignored."""
-
-    backend = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    name = fields.String(validate=validate.Length(max=200), metadata={"description": "A label for the step."})
-
-
-class ChainRequestSchema(RequestSchema):
-    steps = fields.List(fields.Nested(ChainStepSchema), required=True, validate=validate.Length(min=1),
-                        metadata={"description": "The steps, run in order (at most `parallel.max_tasks`)."})
-    stop_on_failure = StrictBoolean(metadata={"description": "Stop after the first failed step (default false)."})
-    pass_working_dir = StrictBoolean(metadata={
-        "description": "A step without `workdir` runs in the previous step's workdir."})
-    dry_run = StrictBoolean(metadata={"description": "Return each step's command line instead of running it."})
-    pass_session_id = StrictBoolean(metadata={"description": "Not supported: chains are ephemeral. Only `false`."})
-    persist_sessions = StrictBoolean(metadata={"description": "Not supported: chains are ephemeral. Only `false`."})
-
-    @validates_schema
-    def _ephemeral(self, data, **kwargs):
-        for name in ("pass_session_id", "persist_sessions"):
-            if data.get(name):
-                raise ValidationError("chains are always ephemeral; sessions are not supported", name)
 
 
 class ChainStepResultSchema(Schema):
@@ -102,19 +48,6 @@ class ChainResponseSchema(Schema):
     total_duration_ms = fields.Integer(required=True)
     results = fields.List(fields.Nested(ChainStepResultSchema), required=True,
                           metadata={"description": "The steps that ran (fewer than `total_steps` after a stop)."})
-
-
-class CompareRequestSchema(RequestSchema):
-    prompt = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PROMPT_CHARS))
-    backends = fields.List(fields.String(validate=validate.Length(min=1, max=64)), required=True,
-                           validate=validate.Length(min=1), metadata={
-                               "description": "Backends to ask, in the order of the results. An unknown or "
-                                              "unavailable one yields a result with its `error`."})
-    model = fields.String(validate=validate.Length(max=200), metadata={"description": "Model for every backend."})
-    workdir = fields.String(validate=validate.Length(max=4096))
-    sequential = StrictBoolean(metadata={"description": "One backend after the other instead of all at once."})
-    dry_run = StrictBoolean()
-    output_format = OUTPUT_FORMAT
 
 
 class CompareResultSchema(PromptResponseSchema):

@@ -6,84 +6,12 @@ client's typo is a clear 4xx naming the field instead of an option quietly ignor
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from ..config import APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES
-
-MAX_EXTRA_FLAGS = 32
-MAX_PROMPT_CHARS = 8 * 1024 * 1024
-MAX_SYSTEM_PROMPT_CHARS = 100_000  # passed in argv: the kernel caps one argument at 128 KiB
-
-
-class StrictBoolean(fields.Boolean):
-    """Only JSON true/false: marshmallow would otherwise accept "yes", 1, "0"..."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid")
-        return value
-
-
-class StrictInteger(fields.Integer):
-    def __init__(self, **kwargs):
-        super().__init__(strict=True, **kwargs)
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class RequestSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-def _choice(values, **kwargs):
-    return fields.String(validate=validate.OneOf(values), **kwargs)
-
-
-class PromptOptionsSchema(RequestSchema):
-    """Fields shared by a prompt, a parallel task and a chain step."""
-
-    backend = fields.String(validate=validate.Length(max=64), metadata={
-        "description": f"Backend to run: one of {', '.join(BACKEND_NAMES)}. Defaults to the configured "
-                       "default backend, or the session's backend when session_id is given."})
-    prompt = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PROMPT_CHARS),
-                           metadata={"description": "The prompt, passed to the CLI on stdin."})
-    model = fields.String(validate=validate.Length(max=200), metadata={"description": "Model override."})
-    workdir = fields.String(validate=validate.Length(max=4096), metadata={
-        "description": "Absolute working directory; checked against the allowed/blocked prefixes."})
-    approval_mode = _choice(APPROVAL_MODES, metadata={"description": "Tool approval policy."})
-    sandbox_mode = _choice(SANDBOX_MODES, metadata={"description": "Sandbox policy (codex)."})
-    output_format = fields.String(validate=validate.OneOf(OUTPUT_FORMATS), metadata={
-        "description": "`stream-json` streams NDJSON unified events; anything else returns one JSON result."})
-    max_tokens = StrictInteger(validate=validate.Range(min=0), metadata={
-        "description": "Accepted for compatibility; no CLI has a flag for it."})
-    max_turns = StrictInteger(validate=validate.Range(min=0, max=1000), metadata={
-        "description": "Maximum agentic turns (claude)."})
-    system_prompt = fields.String(validate=validate.Length(max=MAX_SYSTEM_PROMPT_CHARS))
-    verbose = StrictBoolean()
-    dry_run = StrictBoolean(metadata={"description": "Return the command line instead of running it."})
-    extra = fields.List(fields.String(validate=validate.Length(max=4096)),
-                        validate=validate.Length(max=MAX_EXTRA_FLAGS),
-                        metadata={"description": "Extra CLI flags, checked against a per-backend allowlist."})
-
-
-class PromptRequestSchema(PromptOptionsSchema):
-    ephemeral = StrictBoolean(metadata={"description": "Store no session (and leave no CLI transcript)."})
-    session_id = fields.String(validate=validate.Regexp(r"^[0-9a-f]{1,32}$", error="must be 1-32 lowercase hex "
-                                                                                    "characters"),
-                               metadata={"description": "Continue this stored session (full id or unique prefix)."})
-    metadata = fields.Dict(keys=fields.String(validate=validate.Length(max=256)),
-                           values=fields.String(validate=validate.Length(max=4096)),
-                           validate=validate.Length(max=64), metadata={"description": "Stored with the session."})
-
-    @validates_schema
-    def _backend_or_session(self, data, **kwargs):
-        if "backend" not in data and "session_id" not in data:
-            raise ValidationError("required unless session_id is given", "backend")
-
+from ..config import BACKEND_NAMES
+# The request schemas shared with the command line live in clinvk.specs; listed here for the OpenAPI spec.
+from ..specs import (MAX_PROMPT_CHARS, MAX_SYSTEM_PROMPT_CHARS, PromptOptionsSchema, PromptRequestSchema,  # noqa: F401
+                     RequestSchema, StrictBoolean, StrictInteger)
 
 class TokenUsageSchema(Schema):
     input_tokens = fields.Integer()

@@ -1,4 +1,4 @@
-"""Session store: one SQLite database (WAL mode) shared by every gunicorn worker, thread and CLI process.
+"""The SQLite session store: one SQLite database (WAL mode) shared by every gunicorn worker, thread and CLI process.
 
 Why SQLite: WAL lets readers run while one writer commits, SQLite's own file locks make the store safe
 across processes (no lock files of our own), and indexes keep list/filter/paginate fast at any size.
@@ -10,26 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
-from clinvk.events import TokenUsage
+from ..events import TokenUsage
+from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status, cut,
+                    derive_title, format_time, parse_time, utc_now)
+from .store import SessionStore
 
-STATUSES = ("active", "completed", "error", "paused")
 SCHEMA_VERSION = 1  # stored in PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT_MS = 15_000  # wait this long for another process's write lock before "database is locked"
-TITLE_MAX = 60
-DISPLAY_MAX = 50
-_ID_RE = re.compile(r"[0-9a-f]{1,32}")
-_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width, so text order == time order in SQL
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -48,105 +43,20 @@ _SCHEMA = [
 ]
 
 
-class SessionNotFound(LookupError):
-    """No session has this id (or an id starting with this prefix)."""
 
-
-class AmbiguousSession(LookupError):
-    """The prefix matches more than one session."""
-
-
-class InvalidSessionId(ValueError):
-    """The id or prefix is not 1-32 lowercase hex characters."""
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _fmt(dt: datetime) -> str:
-    # Same string as strftime(_TIME_FORMAT), at half the cost (a 1000-session page formats 2000).
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text)  # 3.11+ reads the trailing Z; ~50x faster than strptime
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _derive_title(prompt: str) -> str:
-    """First non-blank line of the prompt, whitespace collapsed, at most TITLE_MAX characters."""
-    for line in prompt.splitlines():
-        line = " ".join(line.split())
-        if line:
-            return _cut(line, TITLE_MAX)
-    return ""
-
-
-def _check_id(value: Any) -> str:
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-        raise InvalidSessionId(f"invalid session id {value!r}: must be 1-32 lowercase hex characters")
-    return value
-
-
-def _check_status(status: Any) -> str:
-    if status not in STATUSES:
-        raise ValueError(f"invalid session status {status!r}: must be one of {', '.join(STATUSES)}")
-    return status
-
-
-@dataclass
-class Session:
-    id: str
-    backend: str
-    created_at: datetime
-    last_used: datetime
-    working_dir: str = ""
-    backend_session_id: str | None = None
-    model: str | None = None
-    initial_prompt: str = ""
-    title: str = ""
-    status: str = "active"
-    turn_count: int = 0
-    token_usage: TokenUsage = field(default_factory=TokenUsage)
-    tags: list[str] = field(default_factory=list)
-    metadata: dict[str, str] = field(default_factory=dict)
-    error_message: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields, JSON-ready: times as 'YYYY-MM-DDTHH:MM:SS.ffffffZ', token_usage as a dict."""
-        return {
-            "id": self.id, "backend": self.backend,
-            "created_at": _fmt(self.created_at), "last_used": _fmt(self.last_used),
-            "working_dir": self.working_dir, "backend_session_id": self.backend_session_id,
-            "model": self.model, "initial_prompt": self.initial_prompt, "title": self.title,
-            "status": self.status, "turn_count": self.turn_count, "token_usage": self.token_usage.to_dict(),
-            "tags": list(self.tags), "metadata": dict(self.metadata), "error_message": self.error_message,
-        }
-
-    @property
-    def display_name(self) -> str:
-        """Title, else the initial prompt cut to 50 characters, else the first 8 characters of the id."""
-        prompt = " ".join(self.initial_prompt.split())
-        return self.title or (_cut(prompt, DISPLAY_MAX) if prompt else self.id[:8])
-
-
-def _row_to_session(row: sqlite3.Row) -> Session:
+def row_to_session(row: sqlite3.Row) -> Session:
     return Session(
-        id=row["id"], backend=row["backend"], created_at=_parse(row["created_at"]),
-        last_used=_parse(row["last_used"]), working_dir=row["working_dir"],
+        id=row["id"], backend=row["backend"], created_at=parse_time(row["created_at"]),
+        last_used=parse_time(row["last_used"]), working_dir=row["working_dir"],
         backend_session_id=row["backend_session_id"], model=row["model"],
         initial_prompt=row["initial_prompt"], title=row["title"], status=row["status"],
-        turn_count=row["turn_count"], token_usage=TokenUsage(*(row[c] for c in _TOKEN_COLUMNS)),
+        turn_count=row["turn_count"], token_usage=TokenUsage(*(row[c] for c in TOKEN_COLUMNS)),
         tags=json.loads(row["tags"]), metadata=json.loads(row["metadata"]),
         error_message=row["error_message"],
     )
 
 
-class SessionStore:
+class SqliteSessionStore(SessionStore):
     """Sessions in one SQLite file, safe to share between processes and threads."""
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -216,7 +126,7 @@ class SessionStore:
             conn.execute("COMMIT")
 
     def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str) -> sqlite3.Row:
-        prefix = _check_id(id_or_prefix)
+        prefix = check_id(id_or_prefix)
         # A range on the primary key uses its index (LIKE would not: it is case-insensitive); every
         # id starting with `prefix` sorts between `prefix` and `prefix + "g"` as 'g' > 'f' > '9'.
         where, args = "id >= ? AND id < ?", (prefix, prefix + "g")
@@ -241,14 +151,14 @@ class SessionStore:
         tags = list(dict.fromkeys(tags))  # keep order, drop duplicates
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise ValueError("metadata keys and values must be strings")
-        now = _now()
+        now = utc_now()
         session = Session(id=secrets.token_hex(16), backend=backend, created_at=now, last_used=now,
                           working_dir=working_dir or "", model=model, initial_prompt=initial_prompt or "",
-                          title=_derive_title(initial_prompt or ""), tags=tags, metadata=metadata)
+                          title=derive_title(initial_prompt or ""), tags=tags, metadata=metadata)
         self._conn().execute(
             "INSERT INTO sessions (id, backend, created_at, last_used, working_dir, model, initial_prompt,"
             " title, status, tags, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session.id, backend, _fmt(now), _fmt(now), session.working_dir, model, session.initial_prompt,
+            (session.id, backend, format_time(now), format_time(now), session.working_dir, model, session.initial_prompt,
              session.title, session.status, json.dumps(tags), json.dumps(metadata)))
         return session
 
@@ -256,7 +166,7 @@ class SessionStore:
         """The session with this full id or unique prefix.
 
         Raises InvalidSessionId (not 1-32 lowercase hex), SessionNotFound or AmbiguousSession."""
-        return _row_to_session(self._resolve(self._conn(), id_or_prefix))
+        return row_to_session(self._resolve(self._conn(), id_or_prefix))
 
     def record_turn(self, session_id: str, *, status: str, backend_session_id: str | None = None,
                     token_usage: TokenUsage | None = None, error_message: str | None = None,
@@ -264,8 +174,8 @@ class SessionStore:
         """Record one finished run: turn_count + 1, usage added to the stored sum, last_used = now,
         status set; backend_session_id and model set when given (never cleared); error_message kept
         only when status is 'error'. Returns the updated session."""
-        _check_status(status)
-        _check_id(session_id)
+        check_status(status)
+        check_id(session_id)
         usage = token_usage or TokenUsage()
         with self._write() as conn:
             cur = conn.execute(
@@ -274,23 +184,23 @@ class SessionStore:
                 " reasoning_tokens = reasoning_tokens + ?, last_used = ?, status = ?,"
                 " backend_session_id = COALESCE(?, backend_session_id), model = COALESCE(?, model),"
                 " error_message = ? WHERE id = ?",
-                (*(getattr(usage, c) for c in _TOKEN_COLUMNS), _fmt(_now()), status,
+                (*(getattr(usage, c) for c in TOKEN_COLUMNS), format_time(utc_now()), status,
                  backend_session_id or None, model or None,
                  error_message if status == "error" else None, session_id))
             if cur.rowcount == 0:
                 raise SessionNotFound(f"no session found with id or prefix {session_id!r}")
             row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return _row_to_session(row)
+        return row_to_session(row)
 
     def set_status(self, session_id: str, status: str) -> None:
         """Set the status (e.g. 'active' when a turn starts) and bump last_used; clears error_message
         unless the status is 'error'."""
-        _check_status(status)
-        _check_id(session_id)
+        check_status(status)
+        check_id(session_id)
         cur = self._conn().execute(
             "UPDATE sessions SET status = ?, last_used = ?,"
             " error_message = CASE WHEN ? = 'error' THEN error_message END WHERE id = ?",
-            (status, _fmt(_now()), status, session_id))
+            (status, format_time(utc_now()), status, session_id))
         if cur.rowcount == 0:
             raise SessionNotFound(f"no session found with id or prefix {session_id!r}")
 
@@ -306,14 +216,14 @@ class SessionStore:
             rows = conn.execute(f"SELECT * FROM sessions{clause} ORDER BY last_used DESC, id DESC"
                                 " LIMIT ? OFFSET ?", page).fetchall()
             total = conn.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
-        return [_row_to_session(r) for r in rows], total
+        return [row_to_session(r) for r in rows], total
 
     def delete(self, id_or_prefix: str) -> Session:
         """Delete the session with this full id or unique prefix and return it."""
         with self._write() as conn:  # resolve and delete under one lock: the id can't change in between
             row = self._resolve(conn, id_or_prefix)
             conn.execute("DELETE FROM sessions WHERE id = ?", (row["id"],))
-        return _row_to_session(row)
+        return row_to_session(row)
 
     def count(self) -> int:
         """Number of stored sessions."""
@@ -325,11 +235,11 @@ class SessionStore:
         if not older_than_days > 0:  # also rejects NaN
             raise ValueError(f"older_than_days must be > 0, got {older_than_days!r}")
         try:
-            cutoff = _now() - timedelta(days=older_than_days)
+            cutoff = utc_now() - timedelta(days=older_than_days)
         except OverflowError:  # older than the calendar: nothing is that old
             return 0
         with self._write() as conn:
-            return conn.execute("DELETE FROM sessions WHERE last_used < ?", (_fmt(cutoff),)).rowcount
+            return conn.execute("DELETE FROM sessions WHERE last_used < ?", (format_time(cutoff),)).rowcount
 
     def latest_resumable(self, *, backend: str | None = None,
                          working_dir: str | None = None) -> Session | None:
@@ -344,7 +254,7 @@ class SessionStore:
             args.append(working_dir)
         row = self._conn().execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
                                    " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
-        return _row_to_session(row) if row else None
+        return row_to_session(row) if row else None
 
     def check(self) -> None:
         """Raise if the store is unusable (file gone, unreadable, not a clinvk database)."""

@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Sequence
 
-from .orchestrate import CANCELLED, COMPLETED, TaskOutcome
+from ..orchestration import CANCELLED, COMPLETED, TaskOutcome
 
 SPINNER = "|/-\\"
 REDRAW_SECS = 0.1
@@ -57,7 +57,7 @@ class Progress:
 
     On a terminal: one line per task, redrawn in place (waiting / running with its elapsed time /
     ok / FAILED / cancelled) plus a total line. Elsewhere: one plain line per start and end. It is a
-    :data:`clinvk.orchestrate.Listener` (called from the task threads).
+    :data:`clinvk.orchestration.Listener` (called from the task threads).
     """
 
     def __init__(self, labels: Sequence[str], stream: IO[str], *, tty: bool, title: str = ""):

@@ -1,0 +1,5 @@
+"""``python -m clinvk.cli``."""
+
+from . import main
+
+main()

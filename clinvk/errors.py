@@ -1,0 +1,34 @@
+"""The refusals of the service layer. Each carries the HTTP status and code a view renders it with,
+and the request field at fault, so the command line and every API style can name it."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the service refuses. ``field`` is the request field at fault (None: the request as a whole)."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ServiceError):
+    status, code = 409, "conflict"
+
+
+class Unavailable(ServiceError):
+    status, code = 503, "backend_unavailable"
+
+
+class LimitExceeded(ServiceError):
+    """A request asks for more than the server's limits allow (tasks per request, parallelism)."""
+
+    status, code = 422, "validation_failed"

@@ -1,0 +1,298 @@
+"""The life of one CLI run: gate slot → session → spawn → parse → record the turn.
+
+:class:`PreparedRun` is a validated run (what :meth:`clinvk.service.Service.prepare` returns); its
+:meth:`~PreparedRun.execute` and :meth:`~PreparedRun.start_stream` go through one :class:`RunLifecycle`,
+whatever asked for the run (native prompt, OpenAI/Anthropic compat, orchestration, command line).
+
+Each stage is one method, so later policy plugs in at one place: :meth:`RunLifecycle.admit` (the
+concurrency gate; a per-session turn lease belongs here), :meth:`RunLifecycle.launch` (argv, env and
+cwd of the process; a per-session CLI home, a sandbox wrapper and an environment allowlist belong
+here), :meth:`RunLifecycle.spawn` (process start; the runner's registry of live process groups is
+where a supervisor or a shutdown drain finds it) and :meth:`RunLifecycle.finish` (parse and record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shlex
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .backends import Backend, Invocation, RunSpec
+from .backends.base import ParsedOutput
+from .errors import Unavailable
+from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
+from .runner import ProcessOutcome, RunningProcess, StartError
+from .sessions import Session
+from .specs import PromptRequest
+
+if TYPE_CHECKING:  # the service imports this module
+    from .service import Service
+
+log = logging.getLogger(__name__)
+
+
+class CancelToken:
+    """Lets another thread (fail-fast, shutdown, a client gone) end a run that is in progress."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._process: RunningProcess | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, process: RunningProcess) -> None:
+        with self._lock:
+            self._process = process
+            reason = self.reason
+        if reason:
+            process.terminate(reason)
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            self.reason = self.reason or reason
+            process = self._process
+        if process is not None:
+            process.terminate(reason)
+
+
+@dataclass
+class PreparedRun:
+    """A validated run, ready to execute once or to stream once."""
+
+    service: "Service"
+    backend: Backend
+    spec: RunSpec
+    request: PromptRequest
+    invocation: Invocation
+    env: dict[str, str]
+    dry_run: bool
+    session: Session | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def stream(self) -> bool:
+        return self.spec.stream
+
+    @property
+    def ephemeral(self) -> bool:
+        return self.spec.ephemeral
+
+    @property
+    def session_id(self) -> str | None:
+        return self.session.id if self.session else None
+
+    def command_line(self) -> str:
+        return shlex.join(self.invocation.argv)
+
+    def execute(self, cancel: CancelToken | None = None) -> RunResult:
+        """Run to completion (non-streaming) and record the turn."""
+        return RunLifecycle(self).execute(cancel)
+
+    def start_stream(self) -> "StreamingRun":
+        """Take a run slot and spawn the CLI now, so a refusal can still be an HTTP error."""
+        return StreamingRun(RunLifecycle(self))
+
+    def dry_run_result(self) -> RunResult:
+        size = len(self.invocation.stdin_text)
+        return RunResult(self.backend.name,
+                         output=f"Would execute: {self.command_line()} (prompt on stdin, {size} chars)",
+                         model=self.spec.model or None)
+
+
+class RunLifecycle:
+    """One run of a :class:`PreparedRun`, stage by stage. Used once."""
+
+    def __init__(self, prepared: PreparedRun):
+        self.prepared = prepared
+        self.service = prepared.service
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold what a run needs before its CLI may start: a slot of the concurrency gate."""
+        with self.service.gate.slot():
+            yield
+
+    def open_session(self) -> None:
+        """Create the session a first, persistent turn is recorded in."""
+        prepared = self.prepared
+        if prepared.session is None and not prepared.ephemeral and not prepared.dry_run:
+            request = prepared.request
+            prepared.session = self.service.store.create(
+                backend=prepared.backend.name, working_dir=prepared.spec.workdir, model=request.model or None,
+                initial_prompt=request.prompt,
+                tags=list(self.service.config.session.default_tags) + list(request.tags),
+                metadata=dict(request.metadata))
+
+    def launch(self) -> Invocation:
+        """The process to start: argv, environment, working directory and stdin, all decided here."""
+        prepared = self.prepared
+        return dataclasses.replace(prepared.invocation, env=prepared.env)
+
+    def spawn(self) -> RunningProcess:
+        """Start the CLI; the backend's after_run hook runs when the process is closed."""
+        backend, launch = self.prepared.backend, self.launch()
+        backend.before_run(launch.env)
+        try:
+            process = RunningProcess(launch, launch.env, self.service.config.server.request_timeout_secs)
+        except StartError as exc:
+            backend.after_run(launch.env)
+            raise Unavailable(str(exc), "backend") from exc
+        process.on_close = lambda: backend.after_run(launch.env)
+        return process
+
+    def finish(self, parsed: ParsedOutput, outcome: ProcessOutcome) -> RunResult:
+        """Turn the parsed output into the unified result; record the turn; clean up ephemeral transcripts."""
+        prepared = self.prepared
+        backend = prepared.backend
+        error = parsed.error
+        exit_code = outcome.exit_code
+        if outcome.cancelled:
+            error = f"{backend.name} run ended by clinvk: {outcome.cancelled}"
+        elif exit_code == 0 and error:
+            exit_code = 1  # the CLI said it failed even though it exited 0
+        result = RunResult(backend.name, exit_code=exit_code, output=parsed.text, error=error,
+                           backend_session_id=parsed.backend_session_id, token_usage=parsed.token_usage,
+                           duration_ms=outcome.duration_ms, model=parsed.model or prepared.spec.model or None,
+                           timed_out=outcome.timed_out, cancelled=bool(outcome.cancelled) and not outcome.timed_out)
+        self.service.notify(backend.name, result)
+        if prepared.ephemeral:
+            backend.cleanup_ephemeral(parsed.backend_session_id, prepared.env, prepared.spec.workdir)
+        if prepared.session is not None:
+            self._record_turn(result)
+        return result
+
+    def abandon(self, process: RunningProcess | None, backend_session_id: str | None) -> None:
+        """The consumer stopped reading (client gone): the turn ends as an error, not as 'active' forever."""
+        prepared = self.prepared
+        duration_ms = int((time.monotonic() - process.started) * 1000) if process is not None else 0
+        self.service.notify(prepared.backend.name, RunResult(prepared.backend.name, exit_code=-1,
+                                                             duration_ms=duration_ms, cancelled=True))
+        if prepared.ephemeral:  # the transcript a CLI (gemini) began before the client left
+            prepared.backend.cleanup_ephemeral(backend_session_id, prepared.env, prepared.spec.workdir)
+        session = prepared.session
+        if session is not None:
+            try:
+                self.service.store.record_turn(
+                    session.id, status="error", error_message="the stream ended before the run finished")
+            except Exception:
+                log.exception("could not record the abandoned turn of session %s", session.id)
+
+    # -- the non-streaming run ---------------------------------------------------------------------
+
+    def execute(self, cancel: CancelToken | None) -> RunResult:
+        prepared = self.prepared
+        if prepared.dry_run:
+            return prepared.dry_run_result()
+        with self.admit():
+            if cancel is not None and cancel.reason:
+                return RunResult(prepared.backend.name, exit_code=-1, error=cancel.reason, cancelled=True)
+            self.open_session()
+            process = self.spawn()
+            try:
+                if cancel is not None:
+                    cancel.attach(process)
+                outcome = process.collect()
+            finally:
+                process.close()
+        parsed = prepared.backend.parse_output(outcome.stdout, outcome.stderr, outcome.exit_code)
+        return self.finish(parsed, outcome)
+
+    def _record_turn(self, result: RunResult) -> None:
+        prepared = self.prepared
+        session = prepared.session
+        usage = result.token_usage
+        if usage is not None and prepared.backend.cumulative_usage and prepared.spec.resume_id:
+            # codex reports the thread's running total; the session already holds the earlier turns.
+            before = session.token_usage
+            usage = TokenUsage(*(max(0, now - then) for now, then in zip(
+                (usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.reasoning_tokens),
+                (before.input_tokens, before.output_tokens, before.cached_tokens, before.reasoning_tokens))))
+        if not self.service.config.session.store_token_usage:
+            usage = None
+        try:
+            prepared.session = self.service.store.record_turn(
+                session.id, status="completed" if result.ok else "error",
+                backend_session_id=result.backend_session_id, token_usage=usage, error_message=result.error)
+        except Exception:  # the answer matters more than the bookkeeping
+            log.exception("could not record the turn of session %s", session.id)
+
+
+class StreamingRun:
+    """A started streaming run: iterate :meth:`events`; ``None`` items are keep-alive ticks.
+
+    Closing the iterator early (client gone) kills the CLI's process group.
+    """
+
+    def __init__(self, lifecycle: RunLifecycle):
+        self.lifecycle = lifecycle
+        self.prepared = lifecycle.prepared
+        self.result: RunResult | None = None
+        self._process: RunningProcess | None = None
+        self._admission = ExitStack()  # closed once, by the first of events() ending or close()
+        if self.prepared.dry_run:
+            return
+        self._admission.enter_context(lifecycle.admit())
+        try:
+            lifecycle.open_session()
+            self._process = lifecycle.spawn()
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        self._admission.close()
+
+    def _tag(self, event: Event) -> Event:
+        event.backend = self.prepared.backend.name
+        event.session_id = self.prepared.session_id
+        return event
+
+    def cancel(self, reason: str) -> None:
+        if self._process is not None:
+            self._process.terminate(reason)
+
+    def events(self, keepalive: float) -> Iterator[Event | None]:
+        prepared = self.prepared
+        if prepared.dry_run:
+            self.result = prepared.dry_run_result()
+            yield self._tag(Event(MESSAGE, {"text": self.result.output, "role": "assistant"}))
+            yield self._tag(Event(DONE, {"exit_code": 0, "duration_ms": 0}))
+            return
+        process = self._process
+        parser = prepared.backend.stream_parser()
+        outcome = None
+        try:
+            for line in process.lines(keepalive):
+                if line is None:
+                    yield None
+                    continue
+                for event in parser.feed(line):
+                    yield self._tag(event)
+            outcome = process.outcome()
+        finally:
+            process.close()
+            self._release()
+            if outcome is None:
+                self.lifecycle.abandon(process, parser.backend_session_id)
+        parsed = prepared.backend.finish_stream(parser, outcome.stderr, outcome.exit_code)
+        result = self.result = self.lifecycle.finish(parsed, outcome)
+        if result.error and not parser.error:
+            yield self._tag(Event(ERROR, {"message": result.error}))
+        done: dict[str, Any] = {"exit_code": result.exit_code, "duration_ms": result.duration_ms}
+        if result.token_usage:
+            done["token_usage"] = result.token_usage.to_dict()
+        if result.backend_session_id:
+            done["backend_session_id"] = result.backend_session_id
+        yield self._tag(Event(DONE, done))
+
+    def close(self) -> None:
+        """Idempotent: end the CLI if the consumer stopped early, and free the run slot."""
+        if self._process is not None:
+            self._process.close()
+        self._release()

@@ -1,0 +1,64 @@
+"""Strict marshmallow building blocks shared by every request schema, and the flattening of their errors.
+
+Strict types: a client's ``"true"`` or ``"5"`` is a clear error naming the field, never an option
+quietly coerced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields
+
+MAX_EXTRA_FLAGS = 32
+MAX_PROMPT_CHARS = 8 * 1024 * 1024
+MAX_SYSTEM_PROMPT_CHARS = 100_000  # passed in argv: the kernel caps one argument at 128 KiB
+
+
+class StrictBoolean(fields.Boolean):
+    """Only JSON true/false: marshmallow would otherwise accept "yes", 1, "0"..."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class StrictInteger(fields.Integer):
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class RequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def flatten_validation(messages: Any, prefix: str = "body") -> list[dict[str, str]]:
+    """marshmallow's nested error dict → [{"field": "body.tasks[1].backend", "message": ...}]."""
+    out: list[dict[str, str]] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key == "_schema":
+                out += flatten_validation(value, prefix)
+            elif isinstance(key, int):
+                out += flatten_validation(value, f"{prefix}[{key}]")
+            else:
+                out += flatten_validation(value, f"{prefix}.{key}")
+    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        out.append({"field": prefix, "message": " ".join(_friendly(m) for m in messages)})
+    elif isinstance(messages, list):
+        for item in messages:
+            out += flatten_validation(item, prefix)
+    else:
+        out.append({"field": prefix, "message": str(messages)})
+    return out
+
+
+def _friendly(message: str) -> str:
+    return "unknown field" if message == "Unknown field." else message
