@@ -2,7 +2,7 @@
 
 ``CLINVK_API_KEYS`` (comma-separated) wins when it holds a key. Otherwise, when
 ``server.api_keys_gopass_path`` is set, the keys are the comma-separated password of that gopass
-entry, read with ``gopass show --password <path>`` (5 s timeout). Unlike the original, a gopass
+entry, read with ``gopass show --password <path>`` (5 s timeout). A gopass
 failure at startup is an error that stops the server: silently running without keys would leave
 an API meant to be protected open to anyone. The gopass keys are read again every 5 minutes so a
 rotated key takes effect without a restart; a failed re-read keeps the keys in use and is logged.

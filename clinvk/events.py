@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# Event types of the unified NDJSON stream (seed doc 004, upstream §1.8.1).
+# Event types of the unified NDJSON stream: the public contract of every streaming endpoint.
 INIT = "init"
 MESSAGE = "message"
 TOOL_USE = "tool_use"

@@ -285,9 +285,6 @@ class _LiveRuns:
             self._runs.discard(run)
             return known
 
-    def __len__(self) -> int:
-        return len(self._runs)
-
     def terminate_all(self, reason: str = "server shutting down") -> int:
         with self._lock:
             runs = list(self._runs)
@@ -301,5 +298,4 @@ class _LiveRuns:
 
 _LIVE = _LiveRuns()
 terminate_all = _LIVE.terminate_all
-live_count = _LIVE.__len__
 atexit.register(terminate_all)

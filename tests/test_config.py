@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from clinvk.config import (
-    BACKEND_NAMES, DEFAULT_BLOCKED_WORKDIR_PREFIXES, EXAMPLE_CONFIG_YAML, BackendConfig, Config,
+    BACKEND_NAMES, DEFAULT_BLOCKED_WORKDIR_PREFIXES, EXAMPLE_CONFIG, BackendConfig, Config,
     ConfigError, default_config_path, load_config, set_config_value,
 )
 
@@ -184,7 +184,7 @@ def test_env_nested_variables(env):
         "CLINVK_SERVER__TRUSTED_PROXIES": "10.0.0.1, 10.1.0.0/16",
         "CLINVK_SERVER__CORS_ALLOWED_ORIGINS": "", "CLINVK_SERVER__QUEUE_TIMEOUT_SECS": "2.5",
         "CLINVK_BACKENDS__CODEX__ENV": "A=1,B=x=y", "CLINVK_BACKENDS__GEMINI__ENV__GEMINI_API_KEY": "s",
-        "CLINVK_SESSION__AUTO_RESUME": "TRUE", "CLINVK_OUTPUT__COLOR": "0",
+        "CLINVK_SESSION__AUTO_RESUME": "TRUE", "CLINVK_OUTPUT__SHOW_TIMING": "1",
         "CLINVK_TEST_WHATEVER": "ignored", "CLINVK_TEST__NESTED": "ignored", "CLINVK_DEBUG": "1",
     })
     assert cfg.server.port == 9000 and cfg.unified_flags.dry_run is True
@@ -193,7 +193,7 @@ def test_env_nested_variables(env):
     assert cfg.server.cors_allowed_origins == [] and cfg.server.queue_timeout_secs == 2.5
     assert cfg.backend("codex").env == {"A": "1", "B": "x=y"}
     assert cfg.backend("gemini").env == {"GEMINI_API_KEY": "s"}
-    assert cfg.session.auto_resume is True and cfg.output.color is False
+    assert cfg.session.auto_resume is True and cfg.output.show_timing is True
 
 
 @pytest.mark.parametrize("var, value, needle", [
@@ -379,8 +379,7 @@ def test_set_config_value_default_path(monkeypatch, home):
 # ------------------------------------------------------------------------------------- example
 
 def test_example_config_loads_and_matches_defaults(env, tmp_path):
-    f = write(tmp_path / "example.yaml", EXAMPLE_CONFIG_YAML)
-    cfg = load_config(f, env=env)
+    cfg = load_config(EXAMPLE_CONFIG, env=env)
     assert cfg.to_dict() == load_config(env=env).to_dict()
 
 
@@ -391,6 +390,22 @@ def test_example_config_mentions_every_key():
                 yield from leaves(v, prefix + (k,))
             else:
                 yield ".".join(prefix + (k,))
-    example = set(leaves(yaml.safe_load(EXAMPLE_CONFIG_YAML)))
+    example = set(leaves(yaml.safe_load(EXAMPLE_CONFIG.read_text())))
     expected = set(leaves(Config(home=Path("/h")).to_dict())) - {"server.api_keys"}
     assert example == expected
+
+
+@pytest.mark.parametrize("key", ["output.color", "parallel.aggregate_output", "unified_flags.max_tokens",
+                                 "server.rate_limit_cleanup_secs"])
+def test_keys_nothing_reads_are_unknown(env, tmp_path, key):
+    """A key that would have no effect is an error, not a setting silently ignored."""
+    section, name = key.split(".")
+    f = write(tmp_path / "c.yaml", f"{section}:\n  {name}: 1\n")
+    with pytest.raises(ConfigError, match=f"{key}: unknown key"):
+        load_config(f, env=env)
+
+
+def test_example_config_ships_in_the_package():
+    from importlib.resources import files
+
+    assert (files("clinvk.config") / "example.yaml").read_text() == EXAMPLE_CONFIG.read_text()

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..events import Event, TokenUsage
+from ..events import MESSAGE, Event, TokenUsage
 
 
 @dataclass
@@ -82,7 +82,7 @@ class StreamParser(ABC):
         try:
             data = json.loads(line)
         except ValueError:
-            return []  # CLI noise on stdout is not an answer (the original forwarded it as text)
+            return []  # CLI noise on stdout (warnings, banners) is not part of the answer
         if not isinstance(data, dict):
             return []
         return list(self.handle(data))
@@ -96,7 +96,7 @@ class StreamParser(ABC):
         content: dict[str, Any] = {"text": text, "role": "assistant"}
         if partial:
             content["is_partial"] = True
-        return Event("message", content)
+        return Event(MESSAGE, content)
 
     @property
     def text(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from ..events import Event
+from ..events import ERROR, INIT, PROGRESS, THINKING, TOOL_RESULT, TOOL_USE, Event
 from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, \
     describe_failure, usage_from
 
@@ -71,7 +71,7 @@ class ClaudeBackend(Backend):
         if spec.sandbox_mode not in ("", "default"):
             notes.append(f"claude has no sandbox flag: sandbox_mode {spec.sandbox_mode!r} was not applied")
         if spec.max_turns > 0:
-            # Hidden in --help but accepted by 2.1.197 and 2.1.330 (see reference/claude-cli.md §6).
+            # Hidden in --help but accepted by 2.1.197 and 2.1.330 (tests/e2e run the genuine CLI with it).
             argv += ["--max-turns", str(spec.max_turns)]
         if spec.system_prompt:
             argv += ["--system-prompt", spec.system_prompt]
@@ -110,10 +110,10 @@ class ClaudeStreamParser(StreamParser):
         if kind == "system" and data.get("subtype") == "init":
             self.backend_session_id = data.get("session_id")
             self.model = data.get("model")
-            yield Event("init", {"backend_session_id": self.backend_session_id, "model": self.model,
+            yield Event(INIT, {"backend_session_id": self.backend_session_id, "model": self.model,
                                  "working_dir": data.get("cwd")})
         elif kind == "system" and data.get("subtype") == "api_retry":
-            yield Event("progress", {"stage": "retry", "message": f"API error {data.get('error_status')}, "
+            yield Event(PROGRESS, {"stage": "retry", "message": f"API error {data.get('error_status')}, "
                                                                   f"retry {data.get('attempt')}"})
         elif kind == "stream_event":
             yield from self._partial(data.get("event") or {})
@@ -122,7 +122,7 @@ class ClaudeStreamParser(StreamParser):
         elif kind == "user":
             for block in _blocks(data.get("message")):
                 if block.get("type") == "tool_result":
-                    yield Event("tool_result", {"tool_id": block.get("tool_use_id"),
+                    yield Event(TOOL_RESULT, {"tool_id": block.get("tool_use_id"),
                                                 "output": _text_of(block.get("content")),
                                                 "is_error": bool(block.get("is_error"))})
         elif kind == "result":
@@ -133,7 +133,7 @@ class ClaudeStreamParser(StreamParser):
                 self.final_text = str(data.get("result") or "")
             self.error = _result_error(data)
             if self.error:
-                yield Event("error", {"message": self.error, "code": data.get("api_error_status")})
+                yield Event(ERROR, {"message": self.error, "code": data.get("api_error_status")})
 
     def _partial(self, event: dict[str, Any]) -> Iterable[Event]:
         if event.get("type") == "message_start":
@@ -145,7 +145,7 @@ class ClaudeStreamParser(StreamParser):
                 yield self.message(delta["text"], partial=True)
             elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
                 self._streamed_thinking = True
-                yield Event("thinking", {"text": delta["thinking"], "is_partial": True})
+                yield Event(THINKING, {"text": delta["thinking"], "is_partial": True})
 
     def _assistant(self, message: dict[str, Any]) -> Iterable[Event]:
         if message.get("model") == "<synthetic>":
@@ -155,9 +155,9 @@ class ClaudeStreamParser(StreamParser):
             if kind == "text" and block.get("text") and not self._streamed_text:
                 yield self.message(block["text"], partial=False)
             elif kind == "thinking" and block.get("thinking") and not self._streamed_thinking:
-                yield Event("thinking", {"text": block["thinking"]})
+                yield Event(THINKING, {"text": block["thinking"]})
             elif kind == "tool_use":
-                yield Event("tool_use", {"tool_id": block.get("id"), "tool_name": block.get("name"),
+                yield Event(TOOL_USE, {"tool_id": block.get("id"), "tool_name": block.get("name"),
                                          "input": block.get("input")})
         self._streamed_text = self._streamed_thinking = False
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from ..events import Event
+from ..events import ERROR, INIT, PROGRESS, THINKING, TOOL_RESULT, TOOL_USE, Event
 from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, usage_from
 
 SANDBOXES = {"read-only": "read-only", "workspace": "workspace-write", "full": "danger-full-access"}
@@ -19,7 +19,7 @@ def _usage(data: Any):
 class CodexBackend(Backend):
     name = "codex"
     allowed_extra_flags = {"--model": True, "-m": True}
-    # turn.completed carries the thread's running total (reference/codex-cli.md §4).
+    # turn.completed carries the thread's running total, not the turn's (measured with codex 0.169.0).
     cumulative_usage = True
 
     def build(self, spec: RunSpec, executable: str, allow_dangerous: bool) -> Invocation:
@@ -72,9 +72,9 @@ class CodexStreamParser(StreamParser):
         kind = data.get("type")
         if kind == "thread.started":
             self.backend_session_id = data.get("thread_id")
-            yield Event("init", {"backend_session_id": self.backend_session_id})
+            yield Event(INIT, {"backend_session_id": self.backend_session_id})
         elif kind == "turn.started":
-            yield Event("progress", {"stage": "turn_started"})
+            yield Event(PROGRESS, {"stage": "turn_started"})
         elif kind in ("item.started", "item.completed"):
             yield from self._item(data.get("item") or {}, completed=kind == "item.completed")
         elif kind == "turn.completed":
@@ -82,37 +82,37 @@ class CodexStreamParser(StreamParser):
         elif kind == "error":
             # Also used for "Reconnecting... n/5" progress; only turn.failed is final.
             self._last_error = str(data.get("message") or "")
-            yield Event("progress", {"stage": "retry", "message": self._last_error})
+            yield Event(PROGRESS, {"stage": "retry", "message": self._last_error})
         elif kind == "turn.failed":
             error = data.get("error") or {}
             self.error = str(error.get("message") if isinstance(error, dict) else error) or self._last_error
-            yield Event("error", {"message": self.error})
+            yield Event(ERROR, {"message": self.error})
 
     def _item(self, item: dict[str, Any], completed: bool) -> Iterable[Event]:
         kind, item_id = item.get("type"), item.get("id")
         if kind == "agent_message" and completed and item.get("text"):
-            # The answer. The original dropped these items when streaming.
+            # The answer: a stream without it would have no text.
             if self.text_parts:
                 self.text_parts.append("\n")
             yield self.message(str(item["text"]), partial=False)
         elif kind == "reasoning" and completed and item.get("text"):
-            yield Event("thinking", {"text": item["text"]})
+            yield Event(THINKING, {"text": item["text"]})
         elif kind == "command_execution":
             if not completed:
-                yield Event("tool_use", {"tool_id": item_id, "tool_name": "shell",
+                yield Event(TOOL_USE, {"tool_id": item_id, "tool_name": "shell",
                                          "input": {"command": item.get("command")}})
             else:
-                yield Event("tool_result", {"tool_id": item_id, "tool_name": "shell",
+                yield Event(TOOL_RESULT, {"tool_id": item_id, "tool_name": "shell",
                                             "output": item.get("aggregated_output", ""),
                                             "is_error": item.get("status") == "failed"})
         elif kind == "file_change":
             if not completed:
-                yield Event("tool_use", {"tool_id": item_id, "tool_name": "apply_patch",
+                yield Event(TOOL_USE, {"tool_id": item_id, "tool_name": "apply_patch",
                                          "input": {"changes": item.get("changes")}})
             else:
-                yield Event("tool_result", {"tool_id": item_id, "tool_name": "apply_patch",
+                yield Event(TOOL_RESULT, {"tool_id": item_id, "tool_name": "apply_patch",
                                             "output": json.dumps(item.get("changes")),
                                             "is_error": item.get("status") == "failed"})
         elif kind == "error" and completed:
             # A warning item (e.g. unknown model metadata), not a failure.
-            yield Event("progress", {"stage": "warning", "message": item.get("message")})
+            yield Event(PROGRESS, {"stage": "warning", "message": item.get("message")})

@@ -12,13 +12,13 @@ import threading
 import time
 from typing import Any, Iterable
 
-from ..events import Event, TokenUsage
+from ..events import ERROR, INIT, PROGRESS, TOOL_RESULT, TOOL_USE, Event, TokenUsage
 from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, \
     describe_failure
 
 APPROVAL_MODES = {"auto": "auto_edit", "always": "default", "none": "yolo"}
 # gemini 0.61.0 leaves this lock dir behind after fast runs; the next run then waits ~12 s for it to
-# go stale (reference/gemini-cli.md §8). A lock that is held for real is refreshed far more recently.
+# go stale. A lock that is held for real is refreshed far more recently.
 STALE_LOCK_SECS = 2.0
 
 
@@ -181,25 +181,25 @@ class GeminiStreamParser(StreamParser):
         if kind == "init":
             self.backend_session_id = data.get("session_id")
             self.model = data.get("model")
-            yield Event("init", {"backend_session_id": self.backend_session_id, "model": self.model})
+            yield Event(INIT, {"backend_session_id": self.backend_session_id, "model": self.model})
         elif kind == "message":
             if data.get("role") == "assistant" and data.get("content"):
                 yield self.message(str(data["content"]), partial=bool(data.get("delta")))
         elif kind == "tool_use":
-            yield Event("tool_use", {"tool_id": data.get("tool_id"), "tool_name": data.get("tool_name"),
+            yield Event(TOOL_USE, {"tool_id": data.get("tool_id"), "tool_name": data.get("tool_name"),
                                      "input": data.get("parameters")})
         elif kind == "tool_result":
             content: dict[str, Any] = {"tool_id": data.get("tool_id"), "output": data.get("output"),
                                        "is_error": data.get("status") == "error"}
             if isinstance(data.get("error"), dict):
                 content["error_message"] = data["error"].get("message")
-            yield Event("tool_result", content)
+            yield Event(TOOL_RESULT, content)
         elif kind == "error":
-            yield Event("progress", {"stage": "warning", "message": data.get("message")})
+            yield Event(PROGRESS, {"stage": "warning", "message": data.get("message")})
         elif kind == "result":
             stats = data.get("stats") or {}
             self.token_usage = TokenUsage(int(stats.get("input_tokens") or 0), int(stats.get("output_tokens") or 0),
                                           int(stats.get("cached") or 0))
             if data.get("status") == "error":
                 self.error = _error_message(data.get("error"))
-                yield Event("error", {"message": self.error})
+                yield Event(ERROR, {"message": self.error})

@@ -26,7 +26,6 @@ request gets 429 in its API's error shape with ``Retry-After``; every limited re
 from __future__ import annotations
 
 import math
-import re
 import time
 
 from flask import Flask, Response, g, request
@@ -34,6 +33,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import storage_from_string
 
 from ..config import Config
+from ..redact import redact_uri as redact
 from .errors import error_response
 from .security import is_open_path, is_preflight
 
@@ -71,10 +71,6 @@ def check_storage_uri(uri: str) -> None:
         hint = " (install the Python package 'redis')" if uri.startswith(("redis", "rediss")) else ""
         raise RateLimitConfigError(f"server.rate_limit_storage_uri {redact(uri)!r} cannot be used: "
                                    f"{exc}{hint}") from None
-
-
-def redact(uri: str) -> str:
-    return re.sub(r"(://[^/@]*?:)[^/@]+@", r"\1***@", uri)
 
 
 def init_rate_limits(app: Flask, config: Config) -> Limiter | None:

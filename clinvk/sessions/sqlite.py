@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..events import TokenUsage
-from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status, cut,
+from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status,
                     derive_title, format_time, parse_time, utc_now)
 from .store import SessionStore
 

@@ -6,7 +6,7 @@ resulting spec to :mod:`clinvk.orchestration`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
@@ -35,7 +35,8 @@ class ParallelSpec:
 @dataclass
 class ChainSpec:
     steps: list[Step]
-    #: The seed documents' API default; the command line uses the same one (README, "chain").
+    #: Continue past a failed step unless asked to stop: a later step may not depend on the failed
+    #: one, and the outcome still names the failed step. The command line uses the same default.
     stop_on_failure: bool = False
     pass_working_dir: bool = False
     dry_run: bool = False
