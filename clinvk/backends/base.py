@@ -142,6 +142,17 @@ class Backend(ABC):
     def cleanup_ephemeral(self, backend_session_id: str | None, env: dict[str, str], workdir: str) -> None:
         """Remove the transcript an ephemeral run left behind, where the CLI cannot be told not to write one."""
 
+    def mode_flag(self, field_name: str, value: str, table: dict[str, str], dangerous: str, allow: bool,
+                  risk: str) -> str | None:
+        """The CLI's value for a unified mode (None: this CLI has no mapping for it). The ``dangerous``
+        value, which ``risk`` describes, needs the operator's ``allow_dangerous_flags``."""
+        if value not in table:
+            return None
+        if value == dangerous and not allow:
+            raise UnsupportedOption(field_name, f"{field_name} {value!r} {risk}; the operator has not set "
+                                                f"backends.{self.name}.allow_dangerous_flags")
+        return table[value]
+
     def check_extra(self, extra: list[str]) -> None:
         """Reject request ``extra`` tokens that are not on this backend's allowlist."""
         expect_value_for: str | None = None

@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterable
 
 from ..events import ERROR, INIT, PROGRESS, THINKING, TOOL_RESULT, TOOL_USE, Event
-from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, \
+from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, \
     describe_failure, usage_from
 
 PERMISSION_MODES = {"auto": "acceptEdits", "always": "default", "none": "bypassPermissions"}
@@ -63,11 +63,10 @@ class ClaudeBackend(Backend):
             argv += ["--resume", spec.resume_id]
         if spec.model:
             argv += ["--model", spec.model]
-        if spec.approval_mode in PERMISSION_MODES:
-            if spec.approval_mode == "none" and not allow_dangerous:
-                raise UnsupportedOption("approval_mode", "approval_mode 'none' skips claude's permission checks; "
-                                        "the operator has not set backends.claude.allow_dangerous_flags")
-            argv += ["--permission-mode", PERMISSION_MODES[spec.approval_mode]]
+        permission = self.mode_flag("approval_mode", spec.approval_mode, PERMISSION_MODES, "none", allow_dangerous,
+                                    "skips claude's permission checks")
+        if permission:
+            argv += ["--permission-mode", permission]
         if spec.sandbox_mode not in ("", "default"):
             notes.append(f"claude has no sandbox flag: sandbox_mode {spec.sandbox_mode!r} was not applied")
         if spec.max_turns > 0:

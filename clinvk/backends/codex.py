@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterable
 
 from ..events import ERROR, INIT, PROGRESS, THINKING, TOOL_RESULT, TOOL_USE, Event
-from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, usage_from
+from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, usage_from
 
 SANDBOXES = {"read-only": "read-only", "workspace": "workspace-write", "full": "danger-full-access"}
 
@@ -28,11 +28,10 @@ class CodexBackend(Backend):
         notes: list[str] = []
         if spec.model:
             argv += ["-m", spec.model]
-        if spec.sandbox_mode in SANDBOXES:
-            if spec.sandbox_mode == "full" and not allow_dangerous:
-                raise UnsupportedOption("sandbox_mode", "sandbox_mode 'full' turns codex's sandbox off; the "
-                                        "operator has not set backends.codex.allow_dangerous_flags")
-            argv += ["-s", SANDBOXES[spec.sandbox_mode]]
+        sandbox = self.mode_flag("sandbox_mode", spec.sandbox_mode, SANDBOXES, "full", allow_dangerous,
+                                 "turns codex's sandbox off")
+        if sandbox:
+            argv += ["-s", sandbox]
         if spec.approval_mode not in ("", "default"):
             notes.append("codex exec has no approval setting (it never asks): approval_mode "
                          f"{spec.approval_mode!r} was not applied")

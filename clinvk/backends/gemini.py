@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterable
 
 from ..events import ERROR, INIT, PROGRESS, TOOL_RESULT, TOOL_USE, Event, TokenUsage
-from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, UnsupportedOption, \
+from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, \
     describe_failure
 
 APPROVAL_MODES = {"auto": "auto_edit", "always": "default", "none": "yolo"}
@@ -35,11 +35,10 @@ class GeminiBackend(Backend):
         notes: list[str] = []
         if spec.model:
             argv += ["-m", spec.model]
-        if spec.approval_mode in APPROVAL_MODES:
-            if spec.approval_mode == "none" and not allow_dangerous:
-                raise UnsupportedOption("approval_mode", "approval_mode 'none' runs every gemini tool without "
-                                        "asking; the operator has not set backends.gemini.allow_dangerous_flags")
-            argv += ["--approval-mode", APPROVAL_MODES[spec.approval_mode]]
+        approval = self.mode_flag("approval_mode", spec.approval_mode, APPROVAL_MODES, "none", allow_dangerous,
+                                  "runs every gemini tool without asking")
+        if approval:
+            argv += ["--approval-mode", approval]
         if spec.sandbox_mode not in ("", "default"):
             notes.append("gemini's --sandbox needs docker or podman: sandbox_mode "
                          f"{spec.sandbox_mode!r} was not applied")
