@@ -7,8 +7,9 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
-from .. import __version__
-from ..config import BACKEND_NAMES
+from ... import __version__
+from ...config import BACKEND_NAMES
+from . import context
 
 bp = Blueprint("meta", __name__)
 
@@ -37,7 +38,7 @@ def health():
       responses:
         200: {description: Health report, content: {application/json: {schema: HealthResponseSchema}}}
     """
-    service = current_app.extensions["clinvk.service"]
+    service = context.service()
     backends = [{"name": name, "available": service.executable(name) is not None} for name in BACKEND_NAMES]
     store: dict = {"available": True}
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from ..config import OUTPUT_FORMATS
+from ...config import OUTPUT_FORMATS
 from .schemas import (MAX_PROMPT_CHARS, PromptOptionsSchema, PromptResponseSchema, RequestSchema,
                       StreamEventSchema, StrictBoolean, StrictInteger, TokenUsageSchema)
 

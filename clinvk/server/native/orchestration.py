@@ -1,40 +1,26 @@
-"""Orchestration endpoints under /api/v1: parallel, chain and compare (the last two of them streaming on
-request). Views parse, call :mod:`clinvk.orchestrate`, render."""
+"""Orchestration endpoints of the native API: parallel, chain and compare (parallel and compare
+streaming on request). Views parse, call :mod:`clinvk.orchestrate`, render."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from flask import Blueprint, jsonify
 
-from flask import Blueprint, current_app, jsonify
-
-from .. import orchestrate
-from ..orchestrate import ChainStep, ParallelRun, ParallelStream
-from ..service import Service
+from ... import orchestrate
+from ...orchestrate import ChainStep, ParallelRun, ParallelStream
+from ..http.bodies import load
+from ..http.context import service
 from . import orchestration_schemas as schemas
-from .bodies import load
-from .streaming import stream_response
+from . import stream
 
-bp = Blueprint("orchestration", __name__, url_prefix="/api/v1")
+bp = Blueprint("orchestration", __name__)
 
 parallel_schema = schemas.ParallelRequestSchema()
 chain_schema = schemas.ChainRequestSchema()
 compare_schema = schemas.CompareRequestSchema()
 
 
-def service() -> Service:
-    return current_app.extensions["clinvk.service"]
-
-
-def ndjson(item: dict[str, Any] | None) -> str:
-    if item is None:
-        return '{"type": "keepalive"}\n'
-    return json.dumps(item, ensure_ascii=False) + "\n"
-
-
-def stream(run: ParallelStream):
-    keepalive = current_app.config["CLINVK"].server.keepalive_interval_secs
-    return stream_response((ndjson(item) for item in run.events(keepalive)), "application/x-ndjson", run.close)
+def respond(run: ParallelStream):
+    return stream.respond(run.events, run.close)
 
 
 @bp.post("/parallel")
@@ -75,7 +61,7 @@ def parallel():
     workers = orchestrate.max_workers(svc, data.get("max_parallel"), len(tasks))
     fail_fast = data.get("fail_fast", svc.config.parallel.fail_fast)
     if streaming:
-        return stream(ParallelStream(tasks, workers, fail_fast=fail_fast, names=names))
+        return respond(ParallelStream(tasks, workers, fail_fast=fail_fast, names=names))
     return jsonify(ParallelRun(tasks, workers, fail_fast=fail_fast, names=names).run().to_dict())
 
 
@@ -146,5 +132,5 @@ def compare():
                                       stream=streaming)
     workers = orchestrate.compare_workers(svc, len(tasks), data.get("sequential", False))
     if streaming:
-        return stream(ParallelStream(tasks, workers))
+        return respond(ParallelStream(tasks, workers))
     return jsonify(ParallelRun(tasks, workers).run().compare_dict(data["prompt"], data["backends"]))
