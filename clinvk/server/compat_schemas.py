@@ -6,7 +6,7 @@ level (SDKs add new ones all the time), but a known field of the wrong type is a
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from .native.schemas import StrictBoolean, StrictInteger
 
