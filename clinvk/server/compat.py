@@ -71,7 +71,7 @@ class Conversation:
 
 
 def fold(turns: Iterable[tuple[str, list[str] | None]], system: list[str]) -> Conversation:
-    """Turn a chat into one prompt, as the original did (upstream §1.6).
+    """Turn a chat into one prompt, the way the Go clinvoker does.
 
     User turns are joined with newlines; an assistant turn after a user turn becomes
     ``[Previous response: ...]``; a leading assistant turn is dropped. ``system`` pieces are joined

@@ -15,7 +15,7 @@ bp = Blueprint("meta", __name__)
 
 
 def format_uptime(seconds: float) -> str:
-    """1h2m3s / 3m25s / 45s, rounded to whole seconds like the original."""
+    """1h2m3s / 3m25s / 45s, rounded to whole seconds, as the Go clinvoker reports it."""
     total = int(round(seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)

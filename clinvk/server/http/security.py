@@ -45,7 +45,7 @@ def is_preflight() -> bool:
 # ------------------------------------------------------------------------------------------ keys
 
 def presented_key() -> str | None:
-    """``X-Api-Key`` if sent (it wins, as in the original), else an ``Authorization: Bearer`` token."""
+    """``X-Api-Key`` if sent (it wins, as in the Go clinvoker), else an ``Authorization: Bearer`` token."""
     key = request.headers.get("X-Api-Key", "").strip()
     if key:
         return key
