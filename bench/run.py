@@ -45,11 +45,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402  (a clinvk dependency)
-
 from clinvk.backends import BACKENDS  # noqa: E402
 from clinvk.backends.base import RunSpec  # noqa: E402
 from clinvk.sessions import SqliteSessionStore as SessionStore  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402  (the test suite's server harness)
 
 HOST = "127.0.0.1"
 PROMPT = "Say hello in one short sentence."
@@ -110,12 +109,6 @@ def summary_ms(samples_ns: list[int]) -> dict[str, float]:
                 "max_ms": float("nan")}
     return {"n": len(ms), "p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
             "mean_ms": round(sum(ms) / len(ms), 3), "max_ms": round(max(ms), 3)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def machine() -> dict[str, Any]:
@@ -317,88 +310,39 @@ def spawn_direct(argv: list[str], prompt: bytes, env: dict[str, str]) -> subproc
 
 # ------------------------------------------------------------------------------------------- the server
 
-class Server:
-    """`clinvk serve` as a subprocess, with its own CLINVK_HOME and config file."""
+class Server(ServerProcess):
+    """`clinvk serve` started as the test suite starts it (tests/server_process.py), configured for a
+    scenario, plus the process figures bench reports (memory, CLI processes)."""
 
     def __init__(self, root: Path, name: str, fakes: dict[str, Path], *, workers: int, threads: int,
                  max_concurrent: int, max_queued: int):
-        self.dir = root / name
-        self.home = self.dir / "home"
-        self.home.mkdir(parents=True)
-        self.config_path = self.dir / "config.yaml"
-        self.log_path = self.dir / "server.log"
-        self.port = free_port()
         self.settings = {"workers": workers, "threads": threads, "max_concurrent_runs": max_concurrent,
                          "max_queued_runs": max_queued}
         config = {
-            "backends": {name: {"command": str(path)} for name, path in fakes.items()},
-            "server": {"host": HOST, "port": self.port, **self.settings},
+            "backends": {backend: {"command": str(path)} for backend, path in fakes.items()},
+            "server": {"max_concurrent_runs": max_concurrent, "max_queued_runs": max_queued},
             "session": {"retention_days": 0},
         }
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLINVK_")}
-        env["CLINVK_HOME"] = str(self.home)
-        env["CLINVK_CONFIG"] = str(self.config_path)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        return env
-
-    def start(self, within: float = 30.0) -> "Server":
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "clinvk.cli", "serve", "--config", str(self.config_path)],
-                                     cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + within
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"clinvk serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200 and len(self.workers()) >= self.settings["workers"]:
-                    conn.close()
-                    return self
-                conn.close()
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"clinvk serve did not answer /health within {within} s:\n{self.log_tail()}")
-            time.sleep(0.05)
+        super().__init__(root, config=config, workers=workers, threads=threads, name=name)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(self.stderr_text().splitlines()[-lines:])
 
-    def workers(self) -> list[int]:
+    def worker_pids(self) -> list[int]:
         return proc_children().get(self.proc.pid, []) if self.proc else []
 
     def pids(self) -> list[int]:
         if self.proc is None or self.proc.poll() is not None:
             return []
-        return [self.proc.pid, *self.workers()]
+        return [self.proc.pid, *self.worker_pids()]
 
     def rss_kib(self) -> int:
         """VmRSS of the gunicorn master plus its workers (the CLI processes are not counted)."""
-        return rss_kib(self.proc.pid) + sum(rss_kib(pid) for pid in self.workers())
+        return rss_kib(self.proc.pid) + sum(rss_kib(pid) for pid in self.worker_pids())
 
     def cli_processes(self) -> int:
         children = proc_children()
         return sum(len(children.get(worker, [])) for worker in children.get(self.proc.pid, []))
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 class Client:

@@ -124,7 +124,7 @@ def run(config: Config) -> int:
     check_port(config.server.host, config.server.port)
     setup_logging()
     prepare_metrics_dir(config)
-    from .server.ratelimit import RateLimitConfigError, check_storage_uri
+    from .server.http.ratelimit import RateLimitConfigError, check_storage_uri
     try:
         # Loaded once here, so a gopass failure stops the server with one clear line, and the
         # workers inherit the keys instead of each running gopass.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -29,28 +28,6 @@ class LiveServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(10)
-
-
-def alive(pid: int | None) -> bool:
-    """True while the process exists and is not a zombie."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "\nState:\tZ" not in status.read()
-    except FileNotFoundError:
-        return False
-
-
-def wait_for(predicate, within: float = 30.0, step: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true (True) or ``within`` seconds passed (False)."""
-    deadline = time.monotonic() + within
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
 
 
 @pytest.fixture

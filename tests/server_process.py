@@ -1,5 +1,6 @@
 """A real ``clinvk serve`` (gunicorn) as a subprocess on a free 127.0.0.1 port, for tests whose
-behaviour depends on the real server: several workers, sockets, timeouts, signals.
+behaviour depends on the real server: several workers, sockets, timeouts, signals (bench/run.py
+starts its servers with it too).
 
     with ServerProcess(tmp_path, config={"server": {"metrics_enabled": True}}, workers=3) as server:
         response = server.get("/health")
@@ -55,8 +56,9 @@ class ServerProcess:
         self.threads = threads
         self.start_timeout = start_timeout
         self.wait_ready = wait_ready
-        self.env = {**os.environ, "CLINVK_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.env.pop("CLINVK_CONFIG", None)
+        # Nothing of the caller's own clinvk settings (CLINVK_*) leaks in: the config file says it all.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CLINVK_")}
+        self.env = {**inherited, "CLINVK_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p)
         self.stdout_path = self.dir / "stdout.log"
         self.stderr_path = self.dir / "stderr.log"

@@ -9,7 +9,8 @@ import anthropic
 import pytest
 import requests
 
-from tests.liveserver import alive, live, make_live, readme_snippet, wait_for  # noqa: F401 (fixtures)
+from tests.helpers import alive, wait_for
+from tests.liveserver import live, make_live, readme_snippet  # noqa: F401 (fixtures)
 
 BACKENDS = ["claude", "codex", "gemini"]
 EPHEMERAL_FLAG = {"claude": "--no-session-persistence", "codex": "--ephemeral"}

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from clinvk.cli import cli
 from clinvk.sessions import SqliteSessionStore as SessionStore
+from tests.helpers import wait_for, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -509,21 +510,14 @@ def test_subprocess_ctrl_c_kills_running_clis(env, fake_clis, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "clinvk.cli", "compare", "--all-backends", "-q", "FAKE_HANG"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while len(fake_clis.calls()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(fake_clis.calls()) == 3
+        assert wait_for(lambda: len(fake_clis.calls()) == 3, within=30)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    for call in fake_clis.calls():
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{call['pid']}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not Path(f"/proc/{call['pid']}").exists() or "Z" in Path(f"/proc/{call['pid']}/stat").read_text()
+    assert wait_gone(*(call["pid"] for call in fake_clis.calls()))
 
 
 # -- human output helpers -----------------------------------------------------------------------------

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from tests.helpers import alive, wait_for
 import requests
 
 from clinvk.config import ServerConfig
@@ -61,20 +63,8 @@ def tool(name: str) -> str:
 
 # -- processes and the fake CLIs' log ------------------------------------------------------------------
 
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "\nState:\tZ" not in status.read()
-    except FileNotFoundError:
-        return False
-
-
 def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.05)
+    assert wait_for(condition, within), f"not within {within} s: {what}"
 
 
 class FakeLog:

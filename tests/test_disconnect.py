@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.liveserver import alive, wait_for
+from tests.helpers import alive, wait_for
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.gunicorn

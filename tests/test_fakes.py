@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import alive, wait_for, wait_gone
+
 ROOT = Path(__file__).resolve().parent
 FAKES = ROOT / "fakes"
 FIXTURES = ROOT / "fixtures"
@@ -108,34 +110,8 @@ def start(backend, args, prompt, env, cwd=None):
 
 
 def wait_for_log(env, n=1, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = log_lines(env)
-        if len(lines) >= n:
-            return lines
-        time.sleep(0.01)
-    raise AssertionError("fake never logged its invocation")
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie still answers kill(0); it is dead for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def wait_dead(pid, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
+    assert wait_for(lambda: len(log_lines(env)) >= n, timeout, step=0.01), "fake never logged its invocation"
+    return log_lines(env)
 
 
 CLAUDE_JSON = ["-p", "--output-format", "json"]
@@ -753,7 +729,7 @@ def test_ignore_term_needs_sigkill_and_child_shares_the_group(backend, env, work
         assert proc.wait(5) == -signal.SIGKILL
         assert alive(child)  # the grandchild survives its parent...
         os.killpg(proc.pid, signal.SIGKILL)  # ...until the whole group is killed
-        assert wait_dead(child)
+        assert wait_gone(child, within=5)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

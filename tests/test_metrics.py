@@ -18,10 +18,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 try:
-    from tests.liveserver import alive, wait_for
+    from tests.helpers import alive, wait_for
     from tests.server_process import ServerProcess
 except ImportError:  # pragma: no cover
-    from liveserver import alive, wait_for
+    from helpers import alive, wait_for
     from server_process import ServerProcess
 
 

@@ -14,24 +14,13 @@ import time
 
 import pytest
 
+from tests.helpers import alive, ndjson, wait_for
+
 DELAY = 1.0
 
 
 def post(client, path, body):
     return client.post(f"/api/v1/{path}", json=body)
-
-
-def ndjson(response) -> list[dict]:
-    return [json.loads(line) for line in response.get_data(as_text=True).splitlines() if line.strip()]
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def group_gone(pgid: int) -> bool:
@@ -49,15 +38,6 @@ def _pgid(pid: int) -> int | None:
             return int(fh.read().rsplit(")", 1)[1].split()[2])
     except (FileNotFoundError, ValueError, IndexError):
         return None
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def starts(calls, backend=None) -> list[float]:
@@ -476,7 +456,7 @@ def test_batches_share_the_servers_gate(make_app, fake_clis):
 
 
 def test_responses_match_their_schemas(client):
-    from clinvk.server import orchestration_schemas as schemas
+    from clinvk.server.native import orchestration_schemas as schemas
 
     tasks = [{"backend": "claude", "prompt": "a", "name": "n"}, {"backend": "gemini", "prompt": "FAKE_FAIL=500"}]
     body = post(client, "parallel", {"tasks": tasks}).json

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from clinvk.gate import ConcurrencyGate, GateFull, SharedGate
-from clinvk.server.ratelimit import RateLimitConfigError, limit_for
+from clinvk.server.http.ratelimit import RateLimitConfigError, limit_for
 
 try:
-    from tests.liveserver import wait_for
+    from tests.helpers import wait_for
     from tests.server_process import ServerProcess, free_port
 except ImportError:  # pragma: no cover
-    from liveserver import wait_for
+    from helpers import wait_for
     from server_process import ServerProcess, free_port
 
 KEY1, KEY2 = "sk-rl-one-0123456789", "sk-rl-two-0123456789"

@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
 from clinvk import runner
 from clinvk.backends import Invocation
 from clinvk.runner import RunningProcess, StartError
+from tests.helpers import wait_gone
 
 
 def run(script: str, stdin: str = "", timeout: float = 10.0) -> RunningProcess:
     return RunningProcess(Invocation(["/bin/sh", "-c", script], stdin), dict(os.environ), timeout)
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "\nState:\tZ" in status.read()
-    except FileNotFoundError:
-        return True
-
-
-def wait_gone(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_prompt_arrives_on_stdin_byte_for_byte():
@@ -53,7 +36,7 @@ def test_own_process_group():
     process = run("sleep 5")
     assert os.getpgid(process.pid) == process.pid != os.getpgid(0)
     process.close()
-    assert wait_gone(process.pid)
+    assert wait_gone(process.pid, within=5)
 
 
 def test_timeout_kills_the_whole_group(tmp_path):
@@ -62,7 +45,7 @@ def test_timeout_kills_the_whole_group(tmp_path):
     outcome = process.collect()
     process.close()
     assert outcome.timed_out and outcome.exit_code == -1 and "timed out" in outcome.cancelled
-    assert wait_gone(int(pidfile.read_text()))
+    assert wait_gone(int(pidfile.read_text()), within=5)
 
 
 def test_exited_cli_with_a_child_holding_the_pipe_does_not_hang(tmp_path):
@@ -71,7 +54,7 @@ def test_exited_cli_with_a_child_holding_the_pipe_does_not_hang(tmp_path):
     outcome = process.collect()
     process.close()
     assert outcome.stdout == "answer\n" and outcome.exit_code == 0 and not outcome.timed_out
-    assert wait_gone(int(pidfile.read_text()))  # and the leftover child went with it
+    assert wait_gone(int(pidfile.read_text()), within=5)  # and the leftover child went with it
 
 
 def test_output_is_bounded(monkeypatch):

@@ -16,13 +16,14 @@ from werkzeug.datastructures import Headers
 
 from clinvk import apikeys
 from clinvk.apikeys import ApiKeyError, ApiKeys
-from clinvk.server.security import client_ip, origin_pattern, parse_networks
+from clinvk.server.http.clientip import client_ip, parse_networks
+from clinvk.server.http.cors import origin_pattern
 
 try:
-    from tests.liveserver import wait_for
+    from tests.helpers import wait_for
     from tests.server_process import ServerExited, ServerProcess, read_response
 except ImportError:  # pragma: no cover - run from inside tests/
-    from liveserver import wait_for
+    from helpers import wait_for
     from server_process import ServerExited, ServerProcess, read_response
 
 KEY1 = "sk-test-0123456789abcdef"

@@ -22,10 +22,10 @@ from clinvk.config import load_config
 from clinvk.serve import gunicorn_options
 
 try:
-    from tests.liveserver import alive, wait_for
+    from tests.helpers import alive, wait_for
     from tests.server_process import ServerProcess, read_response
 except ImportError:  # pragma: no cover
-    from liveserver import alive, wait_for
+    from helpers import alive, wait_for
     from server_process import ServerProcess, read_response
 
 

@@ -1,4 +1,5 @@
-"""The Flask application factory: one app, three API blueprints and the meta routes."""
+"""The Flask application factory: one app, one blueprint per API style (:mod:`.native`, :mod:`.openai`,
+:mod:`.anthropic`), and the HTTP plumbing they share (:mod:`.http`)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from ..config import Config, load_config
 from ..gate import SharedGate
 from ..service import Service
 from ..sessions import SessionStore
-from . import anthropic, api, docs, meta, openai, orchestration
-from .errors import register_error_handlers
-from .observe import init_observability
-from .metrics import init_metrics
-from .ratelimit import init_rate_limits
-from .security import init_auth_enforcement, init_cors, init_security
+from . import anthropic, native, openai
+from .anthropic import errors as anthropic_errors
+from .http import docs, errors, meta
+from .http.cors import init_cors
+from .http.metrics import init_metrics
+from .http.observe import init_observability
+from .http.ratelimit import init_rate_limits
+from .http.security import init_auth_enforcement, init_security
+from .native import errors as native_errors
+from .openai import errors as openai_errors
 
 log = logging.getLogger(__name__)
-
 
 def gate_dir(config: Config):
     """Where the run slots of this server (host:port) live, shared by all its gunicorn workers."""
@@ -55,7 +59,10 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
                 log.info("removed %d sessions older than %d days", removed, config.session.retention_days)
         except Exception:
             log.exception("session retention cleanup failed")
-    register_error_handlers(app)
+    # Each API blueprint renders its own errors; this handler is for what no blueprint sees (unknown
+    # paths, wrong methods, the meta routes).
+    errors.init_app(app, native_errors.render, {"/openai/": openai_errors.render,
+                                                "/anthropic/": anthropic_errors.render})
     # Hook order matters (before_request runs in this order, after_request in reverse): request id
     # and timing, client IP + body limit + key check, rate limit (keyed by the key), then the 401.
     init_observability(app)
@@ -65,10 +72,6 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     init_cors(app, config)
     if server.metrics_enabled:
         init_metrics(app, service)
-    app.register_blueprint(docs.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(openai.bp)
-    app.register_blueprint(anthropic.bp)
-    app.register_blueprint(orchestration.bp)
-    app.register_blueprint(meta.bp)
+    for blueprint in (docs.bp, native.bp, openai.bp, anthropic.bp, meta.bp):
+        app.register_blueprint(blueprint)
     return app

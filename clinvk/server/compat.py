@@ -1,5 +1,6 @@
-"""What the OpenAI- and Anthropic-compatible blueprints share: model → backend, messages → one prompt,
-running the CLI, usage in each vendor's terms, text deltas from unified events, SSE framing."""
+"""What the OpenAI- and Anthropic-compatible APIs share: model → backend, messages → one prompt,
+running the CLI (answered whole or streamed), usage in each vendor's terms, text deltas from unified
+events, SSE framing. Each API's package turns these into its own wire format."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from flask import current_app
+from flask import Response, jsonify
 from marshmallow import Schema
 
 from ..config import BACKEND_NAMES
 from ..events import Event, RunResult, TokenUsage
-from ..service import PreparedRun, PromptRequest, Service, ServiceError, StreamingRun
-from .bodies import load
-from .disconnect import client_gone_token
-from .errors import ApiError
-from .schemas import MAX_SYSTEM_PROMPT_CHARS
+from ..service import PreparedRun, PromptRequest, ServiceError, StreamingRun
+from .http import bodies
+from .http.context import service, settings
+from .http.disconnect import client_gone_token
+from .http.errors import ApiError, service_error
+from .http.streaming import stream_response
+from ..specs import MAX_SYSTEM_PROMPT_CHARS
 
 # A failed or timed-out run is not retried by the SDKs: the CLI already retried its vendor API,
 # and an agent run may have had side effects (edited files) that a blind repeat would redo.
@@ -34,26 +37,12 @@ INPUT_INCLUDES_CACHED = {"claude": False, "codex": True, "gemini": True}
 OUTPUT_INCLUDES_REASONING = {"claude": True, "codex": True, "gemini": False}
 
 
-def service() -> Service:
-    return current_app.extensions["clinvk.service"]
-
-
-def keepalive_secs() -> float:
-    return current_app.config["CLINVK"].server.keepalive_interval_secs
-
-
 # -- request ---------------------------------------------------------------------------------------------
 
-def load_body(schema: Schema) -> dict[str, Any]:
-    """The JSON body validated by ``schema``; errors name the field as the vendor APIs do (no ``body.``)."""
-    try:
-        return load(schema)
-    except ApiError as error:
-        errors = [dict(e, field=e["field"].removeprefix("body.")) for e in error.errors if e["field"] != "body"]
-        message = error.message.removeprefix("body.")
-        if error.code == "validation_failed":
-            message = "invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        raise ApiError(error.status, message, code=error.code, errors=errors, headers=error.headers) from None
+def load(schema: Schema) -> dict[str, Any]:
+    """The JSON body validated by ``schema``; errors name fields as the vendor APIs do (``messages[0]``,
+    no ``body.``), and a bad request is a 400, as theirs are."""
+    return bodies.load(schema, root=None, status=400)
 
 
 def backend_for_model(model: str) -> tuple[str, str]:
@@ -82,7 +71,7 @@ class Conversation:
 
 
 def fold(turns: Iterable[tuple[str, list[str] | None]], system: list[str]) -> Conversation:
-    """Turn a chat into one prompt, as the original did (upstream §1.6).
+    """Turn a chat into one prompt, the way the Go clinvoker does.
 
     User turns are joined with newlines; an assistant turn after a user turn becomes
     ``[Previous response: ...]``; a leading assistant turn is dropped. ``system`` pieces are joined
@@ -118,12 +107,18 @@ def prepare(model: str, conversation: Conversation, *, stream: bool, system_fiel
         raise from_service_error(exc, system_field) from None
 
 
+def fields(system_field: str = "system") -> Callable[[str], str]:
+    """Maps a service field to the request field of these APIs (``prompt`` → ``messages``)."""
+    names = {"backend": "model", "prompt": "messages", "system_prompt": system_field}
+    return lambda name: names.get(name, name)
+
+
 def from_service_error(exc: ServiceError, system_field: str = "system") -> ApiError:
     """The service's error, naming the request field of this API that caused it."""
-    field = {"backend": "model", "prompt": "messages", "system_prompt": system_field}.get(exc.field or "", exc.field)
-    return ApiError(exc.status, exc.message, code=exc.code,
-                    errors=[{"field": field, "message": exc.message}] if field else None,
-                    headers=NO_RETRY if exc.status >= 500 else None)
+    error = service_error(exc, fields(system_field))
+    if exc.status >= 500:
+        error.headers.update(NO_RETRY)
+    return error
 
 
 def start_stream(prepared: PreparedRun) -> StreamingRun:
@@ -152,7 +147,7 @@ def run_failure(result: RunResult | None) -> ApiError | None:
     if result.ok:
         return None
     if result.timed_out:
-        timeout = current_app.config["CLINVK"].server.request_timeout_secs
+        timeout = settings().request_timeout_secs
         return ApiError(504, f"{result.backend} did not finish within {timeout} s (server.request_timeout_secs)",
                         headers=NO_RETRY)
     if result.cancelled:
@@ -162,6 +157,40 @@ def run_failure(result: RunResult | None) -> ApiError | None:
 
 
 # -- response --------------------------------------------------------------------------------------------
+
+def answer(model: str, conversation: Conversation, *, stream: bool, body: Callable[[RunResult], dict[str, Any]],
+           frames: Callable[[StreamingRun], Iterator[str]], failed: Callable[[ApiError], list[str]],
+           system_field: str = "system") -> Response:
+    """Run the conversation on the backend ``model`` names and answer in one API's format.
+
+    :param body: the JSON answer of a finished, successful run.
+    :param frames: the SSE frames of a streamed run (:func:`text_frames` makes its text deltas).
+    :param failed: the frames that end a stream after a failure: the API's error event and end marker.
+    """
+    prepared = prepare(model, conversation, stream=stream, system_field=system_field)
+    if stream:
+        run = start_stream(prepared)
+        return stream_response(frames(run), "text/event-stream", run.close, failed)
+    return jsonify(body(execute(prepared)))
+
+
+def text_frames(run: StreamingRun, keepalive: str, delta: Callable[[str], str]) -> Iterator[str]:
+    """The answer's text as it comes, ``delta(text)`` per piece, ``keepalive`` while the CLI is silent.
+
+    :raise ApiError: after the last piece, when the run failed.
+    """
+    deltas = TextDeltas()
+    for event in run.events(settings().keepalive_interval_secs):
+        if event is None:
+            yield keepalive
+            continue
+        text = deltas.feed(event)
+        if text:
+            yield delta(text)
+    failure = run_failure(run.result)
+    if failure:
+        raise failure
+
 
 def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex

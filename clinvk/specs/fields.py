@@ -39,24 +39,33 @@ class RequestSchema(Schema):
         unknown = RAISE
 
 
-def flatten_validation(messages: Any, prefix: str = "body") -> list[dict[str, str]]:
-    """marshmallow's nested error dict → [{"field": "body.tasks[1].backend", "message": ...}]."""
+def field_path(root: str | None, key: str | int) -> str:
+    """``body`` + ``tasks`` → ``body.tasks``; ``body.tasks`` + 1 → ``body.tasks[1]``; no root → ``tasks``."""
+    if isinstance(key, int):
+        return f"{root or ''}[{key}]"
+    return f"{root}.{key}" if root else key
+
+
+def flatten_validation(messages: Any, prefix: str | None = "body") -> list[dict[str, str]]:
+    """marshmallow's nested error dict → [{"field": "body.tasks[1].backend", "message": ...}].
+
+    ``prefix`` names the root (``body``, ``query``); without one, fields are named as the vendor
+    APIs do (``messages[0].role``) and an error about the whole document names no field.
+    """
     out: list[dict[str, str]] = []
     if isinstance(messages, dict):
         for key, value in messages.items():
             if key == "_schema":
                 out += flatten_validation(value, prefix)
-            elif isinstance(key, int):
-                out += flatten_validation(value, f"{prefix}[{key}]")
             else:
-                out += flatten_validation(value, f"{prefix}.{key}")
+                out += flatten_validation(value, field_path(prefix, key))
     elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
-        out.append({"field": prefix, "message": " ".join(_friendly(m) for m in messages)})
+        out.append({"field": prefix or "", "message": " ".join(_friendly(m) for m in messages)})
     elif isinstance(messages, list):
         for item in messages:
             out += flatten_validation(item, prefix)
     else:
-        out.append({"field": prefix, "message": str(messages)})
+        out.append({"field": prefix or "", "message": str(messages)})
     return out
 
 

@@ -14,7 +14,8 @@ import openai
 import pytest
 
 from tests import realcli
-from tests.liveserver import LiveServer, wait_for
+from tests.helpers import wait_for
+from tests.liveserver import LiveServer
 from tests.stubs import anthropic_stub, gemini_stub, openai_responses_stub
 
 pytestmark = pytest.mark.realcli

@@ -3,17 +3,14 @@ stubs of their vendor APIs: prompt, stream, and session continuation for each ba
 
 from __future__ import annotations
 
-import json
 
 import pytest
+
+from tests.helpers import ndjson
 
 pytestmark = pytest.mark.realcli
 
 BACKENDS = ["claude", "codex", "gemini"]
-
-
-def ndjson(response) -> list[dict]:
-    return [json.loads(line) for line in response.get_data(as_text=True).splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from flask import request
 
-from ..service import CancelToken
+from ...service import CancelToken
 
 # Peer hang-ups only: edge-triggered and without EPOLLIN, so pipelined bytes wake nobody.
 EVENTS = select.EPOLLRDHUP | select.EPOLLET

@@ -6,12 +6,13 @@ client's typo is a clear 4xx naming the field instead of an option quietly ignor
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
-from ..config import BACKEND_NAMES
+from ...config import BACKEND_NAMES
 # The request schemas shared with the command line live in clinvk.specs; listed here for the OpenAPI spec.
-from ..specs import (MAX_PROMPT_CHARS, MAX_SYSTEM_PROMPT_CHARS, PromptOptionsSchema, PromptRequestSchema,  # noqa: F401
+from ...specs import (MAX_PROMPT_CHARS, MAX_SYSTEM_PROMPT_CHARS, PromptOptionsSchema, PromptRequestSchema,  # noqa: F401
                      RequestSchema, StrictBoolean, StrictInteger)
+
 
 class TokenUsageSchema(Schema):
     input_tokens = fields.Integer()

@@ -27,7 +27,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess, values)
 
-from ..service import Service
+from ...service import Service
 
 log = logging.getLogger(__name__)
 

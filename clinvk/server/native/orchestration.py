@@ -1,40 +1,26 @@
-"""Orchestration endpoints under /api/v1: parallel, chain and compare (the last two of them streaming on
-request). Views parse, call :mod:`clinvk.orchestration`, render."""
+"""Orchestration endpoints of the native API: parallel, chain and compare (parallel and compare
+streaming on request). Views parse, call :mod:`clinvk.orchestration`, render."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from flask import Blueprint, jsonify
 
-from flask import Blueprint, current_app, jsonify
-
-from .. import orchestration
-from ..orchestration import ParallelStream
-from ..service import Service
+from ... import orchestration
+from ...orchestration import ParallelStream
+from ..http.bodies import load
+from ..http.context import service
 from . import orchestration_schemas as schemas
-from .bodies import load
-from .streaming import stream_response
+from . import stream
 
-bp = Blueprint("orchestration", __name__, url_prefix="/api/v1")
+bp = Blueprint("orchestration", __name__)
 
 parallel_schema = schemas.ParallelRequestSchema()
 chain_schema = schemas.ChainRequestSchema()
 compare_schema = schemas.CompareRequestSchema()
 
 
-def service() -> Service:
-    return current_app.extensions["clinvk.service"]
-
-
-def ndjson(item: dict[str, Any] | None) -> str:
-    if item is None:
-        return '{"type": "keepalive"}\n'
-    return json.dumps(item, ensure_ascii=False) + "\n"
-
-
-def stream(run: ParallelStream):
-    keepalive = current_app.config["CLINVK"].server.keepalive_interval_secs
-    return stream_response((ndjson(item) for item in run.events(keepalive)), "application/x-ndjson", run.close)
+def respond(run: ParallelStream):
+    return stream.respond(run.events, run.close)
 
 
 @bp.post("/parallel")
@@ -69,7 +55,7 @@ def parallel():
     spec = load(parallel_schema)
     batch = orchestration.parallel(service(), spec)
     if spec.stream:
-        return stream(batch.stream())
+        return respond(batch.stream())
     return jsonify(batch.run().to_dict())
 
 
@@ -128,5 +114,5 @@ def compare():
     spec = load(compare_schema)
     batch = orchestration.compare(service(), spec)
     if spec.stream:
-        return stream(batch.stream())
+        return respond(batch.stream())
     return jsonify(batch.run().compare_dict(spec.prompt, spec.backends))

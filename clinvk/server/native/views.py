@@ -1,29 +1,23 @@
-"""The native REST API under /api/v1: prompt (with session continuation and NDJSON streaming),
-backends and sessions. Views parse, call the service, render."""
+"""The native REST API's prompt (with session continuation and NDJSON streaming), backends and
+sessions. Views parse, call the service, render."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from ..events import Event, RunResult
-from ..service import Service
-from . import schemas
-from .bodies import load
-from .disconnect import client_gone_token
-from .errors import ApiError, validation_error
-from .streaming import stream_response
+from ...events import RunResult
+from ..http.bodies import load
+from ..http.context import service
+from ..http.disconnect import client_gone_token
+from ..http.errors import ApiError
+from . import schemas, stream
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp = Blueprint("api", __name__)
 
 prompt_schema = schemas.PromptRequestSchema()
 session_query_schema = schemas.SessionListQuerySchema()
-
-
-def service() -> Service:
-    return current_app.extensions["clinvk.service"]
 
 
 def result_body(result: RunResult, session_id: str | None, warnings: list[str] | None = None) -> dict[str, Any]:
@@ -31,12 +25,6 @@ def result_body(result: RunResult, session_id: str | None, warnings: list[str] |
     if session_id:
         body = {"session_id": session_id, **body}
     return body
-
-
-def ndjson(event: Event | None) -> str:
-    if event is None:
-        return json.dumps({"type": "keepalive"}) + "\n"
-    return json.dumps(event.to_dict(), ensure_ascii=False) + "\n"
 
 
 @bp.post("/prompt")
@@ -70,8 +58,8 @@ def prompt():
     prepared = service().prepare(load(prompt_schema))
     if prepared.stream:
         run = prepared.start_stream()
-        keepalive = current_app.config["CLINVK"].server.keepalive_interval_secs
-        return stream_response((ndjson(e) for e in run.events(keepalive)), "application/x-ndjson", run.close)
+        return stream.respond(run.events, run.close,
+                              lambda error: stream.failed(error, prepared.backend.name, prepared.session_id))
     with client_gone_token() as cancel:
         result = prepared.execute(cancel)
     return jsonify(result_body(result, prepared.session_id, prepared.notes))
@@ -91,10 +79,6 @@ def backends():
     return jsonify({"backends": service().backends()})
 
 
-def session_body(session) -> dict[str, Any]:
-    return session.to_dict()
-
-
 @bp.get("/sessions")
 def list_sessions():
     """List stored sessions, newest first, with filters and pagination.
@@ -112,21 +96,17 @@ def list_sessions():
         200: {description: A page of sessions, content: {application/json: {schema: SessionListResponseSchema}}}
         422: {description: Invalid query, content: {application/problem+json: {schema: ProblemSchema}}}
     """
-    try:
-        query = session_query_schema.load(request.args.to_dict())
-    except schemas.ValidationError as exc:
-        raise validation_error(exc, prefix="query") from None
+    query = load(session_query_schema, request.args.to_dict(), root="query")
     sessions, total = service().store.list(**query)
-    return jsonify({"sessions": [session_body(s) for s in sessions], "total": total,
+    return jsonify({"sessions": [s.to_dict() for s in sessions], "total": total,
                     "limit": query["limit"], "offset": query["offset"]})
 
 
 def find_session(session_id: str):
+    """The session, or 404 for an id that names none (unknown, ambiguous or malformed alike)."""
     try:
         return service().store.get(session_id)
-    except LookupError as exc:
-        raise ApiError(404, str(exc), errors=[{"field": "path.id", "message": str(exc)}]) from None
-    except ValueError as exc:
+    except (LookupError, ValueError) as exc:
         raise ApiError(404, str(exc), errors=[{"field": "path.id", "message": str(exc)}]) from None
 
 
@@ -144,7 +124,7 @@ def get_session(session_id: str):
         200: {description: The session, content: {application/json: {schema: SessionSchema}}}
         404: {description: No such session, content: {application/problem+json: {schema: ProblemSchema}}}
     """
-    return jsonify(session_body(find_session(session_id)))
+    return jsonify(find_session(session_id).to_dict())
 
 
 @bp.delete("/sessions/<session_id>")

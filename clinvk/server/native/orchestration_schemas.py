@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 # The request schemas are shared with the command line (clinvk.specs); listed here for the OpenAPI spec.
-from ..specs import (ChainRequestSchema, ChainStepSchema, CompareRequestSchema,  # noqa: F401
+from ...specs import (ChainRequestSchema, ChainStepSchema, CompareRequestSchema,  # noqa: F401
                      ParallelRequestSchema, ParallelTaskSchema)
 from .schemas import PromptResponseSchema, StreamEventSchema, TokenUsageSchema
 

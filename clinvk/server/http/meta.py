@@ -7,14 +7,15 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
-from .. import __version__
-from ..config import BACKEND_NAMES
+from ... import __version__
+from ...config import BACKEND_NAMES
+from . import context
 
 bp = Blueprint("meta", __name__)
 
 
 def format_uptime(seconds: float) -> str:
-    """1h2m3s / 3m25s / 45s, rounded to whole seconds like the original."""
+    """1h2m3s / 3m25s / 45s, rounded to whole seconds, as the Go clinvoker reports it."""
     total = int(round(seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
@@ -37,7 +38,7 @@ def health():
       responses:
         200: {description: Health report, content: {application/json: {schema: HealthResponseSchema}}}
     """
-    service = current_app.extensions["clinvk.service"]
+    service = context.service()
     backends = [{"name": name, "available": service.executable(name) is not None} for name in BACKEND_NAMES]
     store: dict = {"available": True}
     try:

@@ -28,13 +28,14 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import storage_from_string
 
-from ..config import Config
-from ..redact import redact_uri as redact
-from .errors import error_response
+from ...config import Config
+from ...redact import redact_uri as redact
+from .context import settings
+from .errors import ApiError, converts
 from .security import is_open_path, is_preflight
 
 EXEMPT_PATHS = frozenset({"/metrics"})
@@ -79,7 +80,6 @@ def init_rate_limits(app: Flask, config: Config) -> Limiter | None:
     if not server.rate_limit_enabled:
         return None
     limit = limit_string(server.rate_limit_rps, server.rate_limit_burst)
-    amount, window = limit_for(server.rate_limit_rps, server.rate_limit_burst)
     check_storage_uri(server.rate_limit_storage_uri)
 
     @app.after_request
@@ -116,13 +116,15 @@ def init_rate_limits(app: Flask, config: Config) -> Limiter | None:
     limiter.init_app(app)
     app.extensions["clinvk.limiter"] = limiter
 
-    @app.errorhandler(RateLimitExceeded)
-    def _too_many(exc: RateLimitExceeded):
-        current = limiter.current_limit
-        wait = max(1, int(current.reset_at - time.time())) if current is not None else window
-        who = "this API key" if getattr(g, "api_key_id", None) else f"client {getattr(g, 'client_ip', '?')}"
-        return error_response(429, f"rate limit exceeded for {who}: at most {amount} requests per "
-                                   f"{window} s; retry in {wait} s", code="rate_limit_exceeded",
-                              headers={"Retry-After": str(wait)})
-
     return limiter
+
+
+@converts(RateLimitExceeded)
+def _too_many(exc: RateLimitExceeded) -> ApiError:
+    server = settings()
+    amount, window = limit_for(server.rate_limit_rps, server.rate_limit_burst)
+    current = current_app.extensions["clinvk.limiter"].current_limit
+    wait = max(1, int(current.reset_at - time.time())) if current is not None else window
+    who = "this API key" if getattr(g, "api_key_id", None) else f"client {getattr(g, 'client_ip', '?')}"
+    return ApiError(429, f"rate limit exceeded for {who}: at most {amount} requests per {window} s; "
+                         f"retry in {wait} s", code="rate_limit_exceeded", headers={"Retry-After": str(wait)})

@@ -1,0 +1,40 @@
+"""Helpers every test module shares: process liveness, waiting for a condition, reading streams."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+
+def alive(pid: int | None) -> bool:
+    """True while the process exists and is not a zombie (a zombie runs nothing any more)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_for(predicate: Callable[[], object], within: float = 30.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``within`` seconds passed (False)."""
+    deadline = time.monotonic() + within
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+def wait_gone(*pids: int | None, within: float = 10.0) -> bool:
+    """Whether every one of ``pids`` (None skipped) has ended within ``within`` seconds."""
+    return wait_for(lambda: not any(alive(p) for p in pids if p), within)
+
+
+def ndjson(response) -> list[dict]:
+    """The objects of an NDJSON response (a Flask test response or anything with ``get_data``/``text``)."""
+    text = response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
