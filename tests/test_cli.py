@@ -567,3 +567,11 @@ def test_plain_progress_lines():
         progress("start", 1, None)
         progress("end", 1, TaskOutcome(1, RunResult("codex", exit_code=1, error="boom", duration_ms=20), "failed"))
     assert out.getvalue() == "[2/2] codex two: running\n[2/2] codex two: FAILED in 0.02s: boom\n"
+
+
+def test_command_line_imports_nothing_from_the_server():
+    """The command line starts without Flask or the HTTP layer (``serve`` loads them when it runs)."""
+    code = ("import sys, clinvk.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith(('clinvk.server', 'flask', 'gunicorn'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
