@@ -365,9 +365,10 @@ def markdown(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    pins = ", ".join(p.label for p in PACKAGES.values())
+    pins = "".join(f"\n  {p.label}" for p in PACKAGES.values())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=f"Peers (pinned, installed from PyPI on first use): {pins}.")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"peers (pinned, each installed from PyPI into its own venv on first use):{pins}")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run in well under a minute")
     parser.add_argument("--fake", choices=["sh", "c"], default="sh",
                         help="the fake claude every server runs: the /bin/sh one (default, ~1 ms) or the C one")
