@@ -14,7 +14,8 @@ baseline and the CPU accounting are bench/run.py's. Measured, for each server:
 - added latency p50/p99 on a kept-alive connection at concurrency 1, every server and the direct
   spawn interleaved in a new order each round;
 - throughput at 16 clients (kept-alive) as a ratio to spawning the fake directly from 16 threads,
-  each server's cell paired with a direct cell just before it;
+  in three rounds of 1 s cells, the servers in a new order each round and each cell right after a
+  direct cell of its own;
 - errors (refusals and failures) in both;
 - CPU per answered request at 16 clients from /proc: the server's own processes (user + sys), and
   apart from it what its reaped children cost (the fake itself plus each fork before exec).
@@ -77,12 +78,15 @@ class Plan:
     latency_samples: int  # per target, at concurrency 1
     latency_warmup: int
     clients: int
-    throughput_secs: float  # per cell (direct, then the server)
+    throughput_rounds: int
+    throughput_secs: float  # per cell and round (direct, then the server)
     throughput_max_per_client: int
 
 
-FULL = Plan(latency_samples=300, latency_warmup=20, clients=16, throughput_secs=3.0, throughput_max_per_client=20_000)
-QUICK = Plan(latency_samples=15, latency_warmup=3, clients=16, throughput_secs=0.5, throughput_max_per_client=2_000)
+FULL = Plan(latency_samples=300, latency_warmup=20, clients=16, throughput_rounds=3, throughput_secs=1.0,
+            throughput_max_per_client=20_000)
+QUICK = Plan(latency_samples=15, latency_warmup=3, clients=16, throughput_rounds=1, throughput_secs=0.5,
+             throughput_max_per_client=2_000)
 
 
 # ------------------------------------------------------------------------------------------- installing
@@ -269,7 +273,7 @@ def latency(targets: list[Target], argv: list[str], env: dict[str, str], plan: P
 
 
 def direct_cell(argv: list[str], env: dict[str, str], plan: Plan) -> dict[str, Any]:
-    """Spawning the fake from ``plan.clients`` threads; with the CPU its processes took per run."""
+    """Spawning the fake from ``plan.clients`` threads, with the CPU seconds its processes took."""
     prompt = PROMPT.encode()
 
     def one(_state) -> str:
@@ -279,13 +283,12 @@ def direct_cell(argv: list[str], env: dict[str, str], plan: Plan) -> dict[str, A
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cell = run.run_load(plan.clients, plan.throughput_secs, plan.throughput_max_per_client, lambda: None, one)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    cell["cli_cpu_ms_per_run"] = round(1000 * spent / cell["ok"], 3) if cell["ok"] else None
+    cell["cli_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cell
 
 
 def server_cell(target: Target, plan: Plan) -> dict[str, Any]:
-    """``plan.clients`` kept-alive clients on one target; its processes' CPU per answered request."""
+    """``plan.clients`` kept-alive clients on one target, with its processes' CPU seconds."""
     statuses: collections.Counter = collections.Counter()
     lock = threading.Lock()
 
@@ -303,22 +306,51 @@ def server_cell(target: Target, plan: Plan) -> dict[str, Any]:
     meter = CpuMeter([target.server]).start()
     cell = run.run_load(plan.clients, plan.throughput_secs, plan.throughput_max_per_client,
                         lambda: Client(target.server.port, keepalive=True), one)
-    cpu = cell["cpu"] = meter.stop()
-    cell["errors"] = dict(statuses)
-    if cell["ok"]:
-        cell["server_cpu_ms_per_request"] = round(1000 * (cpu["server_user_s"] + cpu["server_sys_s"]) / cell["ok"], 3)
-        cell["children_cpu_ms_per_request"] = round(1000 * cpu["server_cli_s"] / cell["ok"], 3)
+    cell["cpu"] = meter.stop()
+    cell["errors"] = statuses
     return cell
 
 
+SUMMED = ("ok", "refused", "failed", "requests", "secs")
+
+
 def throughput(targets: list[Target], argv: list[str], env: dict[str, str], plan: Plan) -> dict[str, Any]:
-    """Each target's cell right after a direct cell of its own, so drift in the machine's load hits both."""
-    result: dict[str, Any] = {"clients": plan.clients, "targets": {}}
-    for target in targets:
-        direct = direct_cell(argv, env, plan)
-        served = server_cell(target, plan)
+    """``plan.throughput_rounds`` rounds, each target in a new order per round and each of its cells right
+    after a direct cell of its own, so a change in the machine's load hits every server and its baseline
+    alike. Counts and CPU are summed over the rounds."""
+    sums = {t.label: {"direct": dict.fromkeys(SUMMED + ("cli_cpu_s",), 0.0),
+                      "server": dict.fromkeys(SUMMED + ("server_user_s", "server_sys_s", "server_cli_s",
+                                                         "other_load_core_s"), 0.0),
+                      "errors": collections.Counter()} for t in targets}
+    order = list(targets)
+    rng = random.Random(11)
+    for _ in range(plan.throughput_rounds):
+        rng.shuffle(order)
+        for target in order:
+            direct, served = direct_cell(argv, env, plan), server_cell(target, plan)
+            into = sums[target.label]
+            for key in into["direct"]:
+                into["direct"][key] += direct[key]
+            for key in SUMMED:
+                into["server"][key] += served[key]
+            for key in ("server_user_s", "server_sys_s", "server_cli_s"):
+                into["server"][key] += served["cpu"][key]
+            into["server"]["other_load_core_s"] += served["cpu"]["other_load_cores"] * served["cpu"]["secs"]
+            into["errors"].update(served["errors"])
+    result: dict[str, Any] = {"clients": plan.clients, "rounds": plan.throughput_rounds, "targets": {}}
+    for label, into in sums.items():
+        direct, served = into["direct"], into["server"]
+        direct["rps"] = round(direct["ok"] / direct["secs"], 1) if direct["secs"] else float("nan")
+        direct["cli_cpu_ms_per_run"] = round(1000 * direct.pop("cli_cpu_s") / direct["ok"], 3) if direct["ok"] else None
+        served["rps"] = round(served["ok"] / served["secs"], 1) if served["secs"] else float("nan")
+        served["other_load_cores"] = round(served.pop("other_load_core_s") / max(served["secs"], 1e-9), 2)
+        served["errors"] = dict(into["errors"])
+        if served["ok"]:
+            served["server_cpu_ms_per_request"] = round(
+                1000 * (served["server_user_s"] + served["server_sys_s"]) / served["ok"], 3)
+            served["children_cpu_ms_per_request"] = round(1000 * served["server_cli_s"] / served["ok"], 3)
         ratio = served["rps"] / direct["rps"] if direct["rps"] else float("nan")
-        result["targets"][target.label] = {"direct": direct, "server": served, "ratio": round(ratio, 3)}
+        result["targets"][label] = {"direct": direct, "server": served, "ratio": round(ratio, 3)}
     return result
 
 
@@ -463,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.json_out or run.BENCH / "results" / f"peers-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    other = [c["server"]["cpu"]["other_load_cores"] for c in results.get("throughput", {}).get("targets", {}).values()]
+    other = [c["server"]["other_load_cores"] for c in results.get("throughput", {}).get("targets", {}).values()]
     print(f"\n{results['mode']} run took {results['duration_s']} s; load average {' '.join(results['loadavg_before'])} "
           f"before, other processes kept {max(other, default=0):.2f} cores busy at most; figures in {out}")
     return 1 if results["errors"] else 0
