@@ -12,6 +12,9 @@
  *   BENCH_GAP_US=U    sleep U microseconds between deltas
  *   BENCH_HOLD=PATH   before answering, wait until PATH exists (polled every 10 ms, at most 60 s)
  *   BENCH_SLEEP_MS=M  before answering, sleep M milliseconds
+ *
+ * Like the real claude it also takes the prompt as the argument after -p (then stdin is not read) and
+ * answers --version: the servers compared in bench/peers.py call it that way.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -84,6 +87,20 @@ static int hold_path(char *path, size_t size) {
     return n > 0;
 }
 
+/* The prompt given as claude's positional argument right after -p / --print, or NULL. */
+static const char *prompt_arg(int argc, char **argv) {
+    for (int i = 1; i + 1 < argc; i++)
+        if ((strcmp(argv[i], "-p") == 0 || strcmp(argv[i], "--print") == 0) && argv[i + 1][0] != '-')
+            return argv[i + 1];
+    return NULL;
+}
+
+static int has_flag(int argc, char **argv, const char *flag) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0) return 1;
+    return 0;
+}
+
 static int has_arg(int argc, char **argv, const char *flag, const char *value) {
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], flag) == 0 && strcmp(argv[i + 1], value) == 0) return 1;
@@ -94,8 +111,19 @@ int main(int argc, char **argv) {
     const char *name = strrchr(argv[0], '/');
     name = name ? name + 1 : argv[0];
 
+    if (strcmp(name, "claude") == 0 && has_flag(argc, argv, "--version")) {
+        static const char version[] = "2.1.330 (Claude Code)\n";
+        write_all(version, sizeof version - 1);
+        return 0;
+    }
+
     size_t got = 0;
-    for (;;) {
+    const char *given = strcmp(name, "claude") == 0 ? prompt_arg(argc, argv) : NULL;
+    if (given) {
+        got = strnlen(given, PROMPT_MAX);
+        memcpy(prompt, given, got);
+    }
+    while (!given) {
         char sink[65536];
         char *into = got < PROMPT_MAX ? prompt + got : sink;
         size_t room = got < PROMPT_MAX ? PROMPT_MAX - got : sizeof sink;

@@ -79,3 +79,31 @@ def test_hold_and_sessions_figures(figures):
     for query in sessions["queries"].values():
         assert query["returned"] > 0
         assert number(query["http"]["p99_ms"]) and number(query["store"]["p99_ms"])
+
+
+def test_peers_comparison_runs_offline_with_clinvk_alone(tmp_path):
+    """bench/peers.py --no-peers: its harness (both clinvk paths, latency, throughput, CPU, table) works
+    without installing anything; the peers themselves come from PyPI and are not run in CI."""
+    out = tmp_path / "peers.json"
+    cache = tmp_path / "cache"  # must stay empty: nothing is installed
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "peers.py"), "--quick", "--no-peers", "--cache",
+                          str(cache), "--json-out", str(out)],
+                         cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, f"bench/peers.py failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert not cache.exists()
+    figures = json.loads(out.read_text())
+    assert figures["errors"] == {} and figures["peers"] == {}
+    rows = {row["server"]: row for row in figures["table"]}
+    assert set(rows) == {"clinvk, OpenAI path (1 worker)", "clinvk, native ephemeral (1 worker)"}
+    for row in rows.values():
+        assert row["errors"] == {}
+        for key in ("added_p50_ms", "added_p99_ms", "ratio", "server_cpu_ms", "children_cpu_ms"):
+            assert number(row[key]), key
+        assert f"| {row['server']} |" in run.stdout  # the markdown table was printed
+
+
+def test_peers_help_names_the_pinned_peers():
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "peers.py"), "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "cli2api 0.2.5" in run.stdout and "agentrelay-cli 0.5.5" in run.stdout
