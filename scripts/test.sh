@@ -4,6 +4,7 @@
 #   - the genuine claude / codex / gemini CLIs from npm (pinned), for the real-CLI end-to-end tests
 #   - redis-server (Debian), for the rate-limit tests across gunicorn workers (they start their own)
 #   - nginx, systemd-analyze, shellcheck, openssl (Debian) and hadolint (PyPI), for tests/test_deploy.py
+#   - podman, runc, debootstrap (Debian), for tests/test_container.py (builds and runs deploy/Containerfile)
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k openai`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,22 @@ if [ -n "$deploy_pkgs" ]; then
         || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq $deploy_pkgs >/dev/null; }
 fi
 # The tests start their own nginx on free 127.0.0.1 ports; the Debian service is not needed.
+
+echo "== installing podman, runc, debootstrap (Debian) for tests/test_container.py"
+container_pkgs=""
+command -v podman >/dev/null 2>&1 || container_pkgs="$container_pkgs podman"
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || container_pkgs="$container_pkgs runc"
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || container_pkgs="$container_pkgs debootstrap"
+if [ -n "$container_pkgs" ]; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086
+    $sudo_cmd apt-get install -y -qq $container_pkgs >/dev/null 2>&1 \
+        || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq $container_pkgs >/dev/null; }
+fi
+# The image's base images (debootstrap, ~3 min the first time on a machine) and the image itself are
+# built by tests/test_container.py through scripts/build-base-images.sh; podman caches both.
 
 echo "== installing the pinned backend CLIs (npm)"
 bash scripts/install-clis.sh

@@ -10,7 +10,7 @@
   behind and exits 0; gunicorn tells a systemd-style NOTIFY_SOCKET that it is ready.
 - systemd: deploy/clinvk.service passes `systemd-analyze verify` and `security --offline`, its
   ExecStart line runs, its stop timeout is above gunicorn's graceful timeout.
-- container: deploy/Containerfile passes hadolint (no container engine here: linted, not built),
+- container: deploy/Containerfile passes hadolint (built and run by tests/test_container.py),
   pins the same CLI versions as scripts/install-clis.sh; deploy/entrypoint.sh passes shellcheck.
 - launchd: deploy/com.clinvk.server.plist is a valid plist whose command starts the server.
 
