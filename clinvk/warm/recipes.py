@@ -7,9 +7,12 @@ the prompt, which travels on stdin. Two runs with the same key would start the v
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Hashable
 
 from ..backends import Invocation
@@ -54,7 +57,16 @@ def recipe_for(backend: str, launch: Invocation, executable: str) -> Recipe | No
 
 @lru_cache(maxsize=16)
 def codex_version(executable: str, env: tuple[tuple[str, str], ...]) -> str:
-    """The version codex exec reports in its user agent ("codex-cli 0.169.0" -> "0.169.0")."""
+    """The version codex exec puts in its user agent: from the npm package the executable belongs
+    to (no process needed), else from ``codex --version`` ("codex-cli 0.169.0" -> "0.169.0")."""
+    script = Path(os.path.realpath(executable))
+    for directory in (script.parent, script.parent.parent):
+        try:
+            package = json.loads((directory / "package.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(package, dict) and package.get("name") == "@openai/codex" and package.get("version"):
+            return str(package["version"])
     try:
         out = subprocess.run([executable, "--version"], capture_output=True, text=True, env=dict(env),
                              timeout=30).stdout
