@@ -322,6 +322,9 @@ class Server(ServerProcess):
             "backends": {backend: {"command": str(path)} for backend, path in fakes.items()},
             "server": {"max_concurrent_runs": max_concurrent, "max_queued_runs": max_queued},
             "session": {"retention_days": 0},
+            # What is measured is the server's cost around a spawn; the warm pool (bench/realcli.py
+            # measures it with the genuine CLIs) would replace the spawn, and the C fake has no long-lived mode.
+            "run": {"warm_pool": {"enabled": False}},
         }
         super().__init__(root, config=config, workers=workers, threads=threads, name=name)
 

@@ -29,6 +29,7 @@ from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
 from .runner import ProcessOutcome, RunningProcess, StartError
 from .sessions import Session
 from .specs import PromptRequest
+from .warm.use import take_warm
 
 if TYPE_CHECKING:  # the service imports this module
     from .service import Service
@@ -135,11 +136,13 @@ class RunLifecycle:
         return dataclasses.replace(prepared.invocation, env=prepared.env)
 
     def spawn(self) -> RunningProcess:
-        """Start the CLI; the backend's after_run hook runs when the process is closed."""
+        """Start the CLI (or take one the warm pool started ahead for this very launch); the backend's
+        after_run hook runs when the process is closed."""
         backend, launch = self.prepared.backend, self.launch()
         backend.before_run(launch.env)
         try:
-            process = RunningProcess(launch, launch.env, self.service.config.server.request_timeout_secs)
+            process = take_warm(self.prepared, launch) or \
+                RunningProcess(launch, launch.env, self.service.config.server.request_timeout_secs)
         except StartError as exc:
             backend.after_run(launch.env)
             raise Unavailable(str(exc), "backend") from exc

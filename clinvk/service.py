@@ -22,6 +22,7 @@ from .gate import ConcurrencyGate, Gate
 from .lifecycle import CancelToken, PreparedRun, StreamingRun
 from .sessions import Session, SessionStore, open_store
 from .specs import PromptRequest
+from .warm import WarmPool
 from .workdir import WorkdirError, resolve_workdir
 
 __all__ = ["CancelToken", "Conflict", "NotFound", "PreparedRun", "PromptRequest", "Service", "ServiceError",
@@ -57,6 +58,8 @@ class Service:
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
         self.observers: list[Callable[[str, str, float], None]] = []
+        # CLIs started ahead for ephemeral runs; the server sets one (run.warm_pool), the command line not.
+        self.warm_pool: WarmPool | None = None
 
     # -- backends --------------------------------------------------------------------------------
 

@@ -66,12 +66,18 @@ def make_config(clinvk_home):
 
 @pytest.fixture
 def make_app(make_config, fake_clis):
+    pools = []
+
     def make(**overrides):
         app = create_app(make_config(**overrides))
         app.config["TESTING"] = True
+        pools.append(app.extensions["clinvk.service"].warm_pool)
         return app
 
-    return make
+    yield make
+    for pool in pools:  # the warm CLIs of this test's apps end with it
+        if pool is not None:
+            pool.close()
 
 
 @pytest.fixture

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .model import (APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES, BackendConfig, Config,
-                    ConfigError, OutputConfig, ParallelConfig, ServerConfig, SessionConfig, UnifiedFlags)
+                    ConfigError, OutputConfig, ParallelConfig, ServerConfig, SessionConfig, UnifiedFlags,
+                    WarmPoolConfig)
 
 
 _SECTION = "<section>"  # marker for a node that holds keys rather than a value
 _SECTIONS = {"unified_flags": UnifiedFlags, "session": SessionConfig, "output": OutputConfig,
              "parallel": ParallelConfig, "server": ServerConfig}
+# Sections two levels deep: path -> dataclass (reached as attributes of Config along the path).
+_SUBSECTIONS = {("run", "warm_pool"): WarmPoolConfig}
 
 
 @functools.cache
@@ -36,7 +39,12 @@ def _fields(cls: type) -> dict[str, Any]:
 def children(path: tuple[str, ...]) -> dict[str, Any]:
     """The keys allowed under `path`, mapped to their type (or _SECTION)."""
     if not path:
-        return {"default_backend": str, "backends": _SECTION, **{s: _SECTION for s in _SECTIONS}}
+        return {"default_backend": str, "backends": _SECTION, **{s: _SECTION for s in _SECTIONS},
+                **{sub[0]: _SECTION for sub in _SUBSECTIONS}}
+    if path in _SUBSECTIONS:
+        return _fields(_SUBSECTIONS[path])
+    if len(path) == 1 and any(sub[0] == path[0] for sub in _SUBSECTIONS):
+        return {sub[1]: _SECTION for sub in _SUBSECTIONS if sub[0] == path[0]}
     if path == ("backends",):
         return {n: _SECTION for n in BACKEND_NAMES}
     if len(path) == 2 and path[0] == "backends":
@@ -175,12 +183,18 @@ _RULES: dict[str, _Rule] = {
     "server.max_concurrent_runs": _at_least(1),
     "server.max_queued_runs": _at_least(0),
     "server.queue_timeout_secs": _at_least(0, "a number"),
+    "run.warm_pool.size": _at_least(1),
+    "run.warm_pool.max_processes": _at_least(0),
+    "run.warm_pool.max_memory_mb": _at_least(0),
+    "run.warm_pool.idle_expiry_secs": _positive("a number"),
 }
 # Checked for each element of a list; the error names the index (server.trusted_proxies[1]).
 _ITEM_RULES: dict[str, _Rule] = {
     "server.trusted_proxies": _Rule("an IP address or CIDR network", _is_network),
     "server.allowed_workdir_prefixes": _ABSOLUTE,
     "server.blocked_workdir_prefixes": _ABSOLUTE,
+    "run.warm_pool.backends": _Rule("a backend with a long-lived mode that gives one-shot replies: "
+                                    "'claude' or 'codex'", lambda v: v in ("claude", "codex")),
 }
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -264,8 +278,10 @@ def set_value(cfg: Config, path: tuple[str, ...], value: Any, src: Src, *, from_
         if not item_rule.ok(item):
             fail(f"{key}[{i}]", f"must be {item_rule.desc} (got {item!r})", src)
 
-    obj: Any = cfg.backends[fpath[1]] if fpath[0] == "backends" else (
-        getattr(cfg, fpath[0]) if len(fpath) == 2 else cfg)
+    obj: Any = cfg.backends[fpath[1]] if fpath[0] == "backends" else cfg
+    if fpath[0] != "backends":
+        for part in fpath[:-1]:
+            obj = getattr(obj, part)
     if sources is not None:
         sources[key] = src
     if entry is None:

@@ -111,6 +111,22 @@ class ServerConfig:
     queue_timeout_secs: float = 30.0
 
 
+@dataclass
+class WarmPoolConfig:
+    """CLIs started ahead for runs that recur (``run.warm_pool``); per server worker process."""
+    enabled: bool = True
+    backends: list[str] = field(default_factory=lambda: ["claude", "codex"])
+    size: int = 1  # processes waiting per launch key
+    max_processes: int = 4  # waiting processes in all
+    max_memory_mb: int = 1024  # resident memory of the waiting processes in all
+    idle_expiry_secs: float = 600.0  # a key not asked for this long loses its processes
+
+
+@dataclass
+class RunConfig:
+    warm_pool: WarmPoolConfig = field(default_factory=WarmPoolConfig)
+
+
 def default_home(env: Mapping[str, str]) -> Path:
     home = env.get("CLINVK_HOME")
     return Path(home).expanduser() if home else Path.home() / ".clinvk"
@@ -127,6 +143,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         # Callers can rely on all three backends being present.
@@ -150,7 +167,7 @@ class Config:
                              "unified_flags": dataclasses.asdict(self.unified_flags), "backends": {}}
         for name, b in self.backends.items():
             d["backends"][name] = {k: v for k, v in dataclasses.asdict(b).items() if k != "name"}
-        for section in ("session", "output", "parallel", "server"):
+        for section in ("session", "output", "parallel", "server", "run"):
             d[section] = dataclasses.asdict(getattr(self, section))
         if redact:
             d["server"]["api_keys"] = ["***" for _ in self.server.api_keys]

@@ -14,6 +14,7 @@ from ..config import Config, load_config
 from ..gate import SharedGate
 from ..service import Service
 from ..sessions import SessionStore
+from ..warm.pool import WarmPool, register_shutdown
 from . import anthropic, native, openai
 from .anthropic import errors as anthropic_errors
 from .http import docs, errors, meta
@@ -50,6 +51,9 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     server = config.server
     gate = SharedGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs, gate_dir(config))
     service = Service(config, store, gate)
+    if config.run.warm_pool.enabled:
+        service.warm_pool = WarmPool(config.run.warm_pool)
+        register_shutdown(service.warm_pool)
     app.extensions["clinvk.service"] = service
     app.extensions["clinvk.started"] = time.monotonic()
     if config.session.retention_days > 0:

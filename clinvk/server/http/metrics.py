@@ -14,6 +14,8 @@ Series:
   the time to its headers, not its length. The response body is never wrapped or buffered.
 - ``clinvk_cli_runs_total{backend, outcome}`` — outcome ``success``, ``error``, ``timeout``, ``cancelled``.
 - ``clinvk_cli_run_duration_seconds{backend}``.
+- ``clinvk_warm_pool_events_total{backend, event}`` — event ``hit`` (a run got a warm CLI), ``miss``
+  (it spawned cold) or ``discard`` (a warm CLI ended unused: idle expiry, memory bound, it died).
 - ``clinvk_cli_runs_in_flight`` and ``clinvk_cli_runs_queued`` — summed over the live workers.
 """
 
@@ -61,6 +63,8 @@ class Metrics:
                             ["backend", "outcome"], registry=registry)
         self.run_duration = Histogram("clinvk_cli_run_duration_seconds", "Backend CLI run duration",
                                       ["backend"], buckets=RUN_BUCKETS, registry=registry)
+        self.warm_pool = Counter("clinvk_warm_pool_events_total", "Warm CLI pool hits, misses and discards",
+                                 ["backend", "event"], registry=registry)
         self.in_flight = Gauge("clinvk_cli_runs_in_flight", "Backend CLI runs in progress",
                                registry=registry, multiprocess_mode="livesum")
         self.queued = Gauge("clinvk_cli_runs_queued", "Requests waiting for a run slot",
@@ -94,6 +98,8 @@ def init_metrics(app: Flask, service: Service) -> Metrics:
     service.observers.append(metrics.observe_run)
     service.gate.listeners.append(metrics.observe_gate)
     metrics.observe_gate(service.gate.running, service.gate.queued)
+    if service.warm_pool is not None:
+        service.warm_pool.listeners.append(lambda backend, event: metrics.warm_pool.labels(backend, event).inc())
     app.register_blueprint(bp)
 
     @app.after_request
