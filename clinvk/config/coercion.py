@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .model import (APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES, BackendConfig, Config,
-                    ConfigError, OutputConfig, ParallelConfig, ServerConfig, SessionConfig, UnifiedFlags)
+                    ConfigError, JobsConfig, OutputConfig, ParallelConfig, ServerConfig, SessionConfig, UnifiedFlags)
 
 
 _SECTION = "<section>"  # marker for a node that holds keys rather than a value
 _SECTIONS = {"unified_flags": UnifiedFlags, "session": SessionConfig, "output": OutputConfig,
-             "parallel": ParallelConfig, "server": ServerConfig}
+             "parallel": ParallelConfig, "server": ServerConfig, "jobs": JobsConfig}
 
 
 @functools.cache
@@ -175,6 +175,9 @@ _RULES: dict[str, _Rule] = {
     "server.max_concurrent_runs": _at_least(1),
     "server.max_queued_runs": _at_least(0),
     "server.queue_timeout_secs": _at_least(0, "a number"),
+    "jobs.timeout_secs": _positive(),
+    "jobs.max_active_per_tenant": _at_least(1),
+    "jobs.heartbeat_secs": _positive("a number"),
 }
 # Checked for each element of a list; the error names the index (server.trusted_proxies[1]).
 _ITEM_RULES: dict[str, _Rule] = {
