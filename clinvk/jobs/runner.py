@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..sessions.model import utc_now
-from .model import CANCELLED, FAILED, RUNNING, Job
+from .model import FAILED, RUNNING, Job
 from .store import JobStore
 from .work import Work
 
@@ -149,5 +149,3 @@ class JobRunner:
         cutoff = utc_now() - timedelta(seconds=self.config.heartbeat_secs * MISSED_HEARTBEATS)
         return self.store.interrupt_jobs(stale_before=cutoff, host=self.host, dead_pids=dead)
 
-
-__all__ = ["CANCELLED", "JobRunner", "job_service"]

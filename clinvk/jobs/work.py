@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from .. import orchestration
-from ..events import Event
+from ..events import DONE, PROGRESS, Event
 from ..gate import GateFull
 from ..lifecycle import CancelToken, PreparedRun, StreamingRun
 from ..orchestration import ParallelStream
@@ -132,7 +132,8 @@ class BatchWork(Work):
 
 
 class ChainWork(Work):
-    """A chain: a ``progress`` event as each step starts and ends, then the chain's answer."""
+    """A chain: a ``progress`` event as each step starts and ends (the step's result in the latter),
+    a ``done`` event summing it up, then the chain's answer."""
 
     kind = "chain"
 
@@ -149,7 +150,8 @@ class ChainWork(Work):
             content: dict[str, Any] = {"step": index + 1, "status": "running" if what == "start" else outcome.status}
             if outcome is not None:
                 content["result"] = outcome.to_dict()
-            events.put(Event("progress", content).to_dict())
+            backend = self.chain.steps[index].request.backend
+            events.put(Event(PROGRESS, content, backend=backend).to_dict())
 
         def run() -> None:
             try:
@@ -168,6 +170,11 @@ class ChainWork(Work):
             self.error = "the chain failed inside the server; the server log has the details"
             return
         self.result = self.outcome.to_dict()
+        summary = {key: self.result[key] for key in ("total_steps", "completed_steps", "failed_step",
+                                                     "total_duration_ms")}
+        data = Event(DONE, summary).to_dict()
+        del data["backend"]  # the chain's summary, not one backend's
+        yield data
         self.status = self._status(self.outcome.ok)
         if not self.outcome.ok:
             self.error = self.cancelled or f"step {self.outcome.failed_step} failed"
