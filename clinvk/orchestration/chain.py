@@ -45,8 +45,8 @@ class Chain:
 
     def run(self, listener: Listener | None = None, cancel: CancelToken | None = None) -> ChainOutcome:
         """Run the steps in order. A step that fails to prepare at run time (its prompt became empty,
-        its CLI vanished) is a failed step, not an exception. ``cancel`` ends the running step, and
-        every later step ends cancelled without starting."""
+        its CLI vanished) is a failed step, not an exception. ``cancel`` ends the running step and
+        the chain: later steps do not start."""
         started, clock = time.time(), time.monotonic()
         results: list[TaskOutcome] = []
         previous_output, previous_workdir = "", ""
@@ -72,7 +72,7 @@ class Chain:
             if listener:
                 listener("end", i, outcome)
             previous_output, previous_workdir = result.output, workdir
-            if outcome.status != COMPLETED and self.spec.stop_on_failure:
+            if outcome.status != COMPLETED and (self.spec.stop_on_failure or (cancel and cancel.reason)):
                 break
         return ChainOutcome(len(self.steps), results, int((time.monotonic() - clock) * 1000), started,
                             time.time())
