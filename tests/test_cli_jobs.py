@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from clinvk.cli import cli
@@ -25,8 +26,6 @@ def run(*args, env=None, input=None):
 
 
 def job_state(server, job_id):
-    import requests
-
     return requests.get(f"{server.url}/api/v1/jobs/{job_id}", timeout=30).json()
 
 

@@ -15,10 +15,9 @@ import pytest
 import requests
 
 from clinvk.jobs.model import JobNotFound
-from clinvk.server import create_app
 from clinvk.sessions import open_store
 from clinvk.sessions.model import utc_now
-from tests.helpers import alive, ndjson, wait_for, wait_gone
+from tests.helpers import ndjson, wait_for, wait_gone
 from tests.liveserver import live, make_live  # noqa: F401 (fixtures)
 from tests.server_process import ServerProcess
 
