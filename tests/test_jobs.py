@@ -355,3 +355,13 @@ def test_the_store_keeps_owners_apart(make_config):
     with pytest.raises(JobNotFound):
         store.delete_job(job.id, "b")
     assert store.list_jobs("b")[1] == 1 and store.get_job(job.id, "a").owner == "a"
+
+
+def test_a_server_stopping_mid_job_marks_it_interrupted_on_its_way_out(tmp_path, fake_clis):
+    with ServerProcess(tmp_path, config={}) as server:
+        job = server.post("/api/v1/jobs", {"backend": "codex", "prompt": "stopped FAKE_HANG"}).json()
+        cli = fake_pid(fake_clis, "stopped FAKE_HANG")
+        assert wait_for(lambda: server.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "running")
+    assert wait_gone(cli)  # the CLI did not outlive the server
+    state = open_store(server.home / "sessions.db").get_job(job["id"], "local")
+    assert state.status == "interrupted" and "stopped before the job finished" in state.error

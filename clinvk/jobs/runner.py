@@ -8,6 +8,7 @@ through the store: the heartbeat of the process running it reads ``cancel_reques
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -17,9 +18,9 @@ from datetime import timedelta
 from typing import Any
 
 from ..sessions.model import utc_now
-from .model import FAILED, RUNNING, Job
+from .model import FAILED, INTERRUPTED, RUNNING, Job
 from .store import JobStore
-from .work import Work
+from .work import STOPPED, Work
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,17 @@ class JobRunner:
                 return
             self._heartbeat_pid = os.getpid()
         threading.Thread(target=self._heartbeat, name="clinvk-job-heartbeat", daemon=True).start()
+        atexit.register(self._interrupt_local)
+
+    def _interrupt_local(self) -> None:
+        """At exit (a worker stopping): jobs still running here will not finish; say so at once."""
+        with self._lock:
+            ids = list(self._work)
+        for job_id in ids:
+            try:
+                self.store.finish_job(job_id, INTERRUPTED, error=STOPPED)
+            except Exception:
+                log.exception("could not mark job %s interrupted", job_id)
 
     def _heartbeat(self) -> None:
         while True:

@@ -20,9 +20,10 @@ from ..gate import GateFull
 from ..lifecycle import CancelToken, PreparedRun, StreamingRun
 from ..orchestration import ParallelStream
 from ..specs import ChainSpec, CompareSpec, ParallelSpec, PromptRequest
-from .model import CANCELLED, COMPLETED, FAILED
+from .model import CANCELLED, COMPLETED, FAILED, INTERRUPTED
 
 TICK_SECS = 5.0
+STOPPED = "the server stopped before the job finished"
 GATE_RETRY_SECS = 1.0
 
 
@@ -45,8 +46,14 @@ class Work:
     def cancel(self, reason: str) -> None:
         self.cancelled = self.cancelled or reason
 
-    def _status(self, ok: bool) -> str:
-        return CANCELLED if self.cancelled else COMPLETED if ok else FAILED
+    def _status(self, ok: bool, killed: bool = False) -> str:
+        """``killed``: clinvk ended a run though nobody cancelled the job, i.e. the server is stopping."""
+        if self.cancelled:
+            return CANCELLED
+        if killed:
+            self.error = STOPPED
+            return INTERRUPTED
+        return COMPLETED if ok else FAILED
 
 
 class PromptWork(Work):
@@ -84,13 +91,14 @@ class PromptWork(Work):
         finally:
             run.close()
         result = run.result
-        self.status = self._status(result is not None and result.ok)
         if result is not None:
             body = result.to_dict(self.prepared.notes)
             self.result = {"session_id": self.session_id, **body} if self.session_id else body
             self.error = result.error
         else:
             self.error = self.cancelled or "the run ended without a result"
+        killed = result is not None and result.cancelled and not result.timed_out
+        self.status = self._status(result is not None and result.ok, killed)
 
     def cancel(self, reason: str) -> None:
         super().cancel(reason)
@@ -121,9 +129,10 @@ class BatchWork(Work):
             stream.close()
         outcome = stream.outcome()
         self.result = self.answer(outcome)
-        self.status = self._status(outcome.ok)
         if not outcome.ok:
             self.error = self.cancelled or f"{outcome.count(FAILED)} of {len(outcome.results)} tasks failed"
+        # fail-fast cancels tasks after a failure; cancelled tasks without one mean the server is stopping
+        self.status = self._status(outcome.ok, outcome.count(CANCELLED) > 0 and outcome.count(FAILED) == 0)
 
     def cancel(self, reason: str) -> None:
         super().cancel(reason)
@@ -175,9 +184,9 @@ class ChainWork(Work):
         data = Event(DONE, summary).to_dict()
         del data["backend"]  # the chain's summary, not one backend's
         yield data
-        self.status = self._status(self.outcome.ok)
         if not self.outcome.ok:
             self.error = self.cancelled or f"step {self.outcome.failed_step} failed"
+        self.status = self._status(self.outcome.ok, any(r.status == CANCELLED for r in self.outcome.results))
 
     def cancel(self, reason: str) -> None:
         super().cancel(reason)
