@@ -17,7 +17,7 @@ import requests
 from clinvk.jobs.model import JobNotFound
 from clinvk.sessions import open_store
 from clinvk.sessions.model import utc_now
-from tests.helpers import ndjson, wait_for, wait_gone
+from tests.helpers import alive, ndjson, wait_for, wait_gone
 from tests.liveserver import live, make_live  # noqa: F401 (fixtures)
 from tests.server_process import ServerProcess
 
@@ -234,6 +234,21 @@ def test_job_time_limit_is_jobs_timeout_not_the_request_timeout(make_app, fake_c
     assert wait_gone(fake_pid(fake_clis, "too slow"))
 
 
+def test_a_job_stays_queued_while_every_run_slot_is_taken(make_app, fake_clis):
+    client = make_app(server={"max_concurrent_runs": 1, "max_queued_runs": 0}).test_client()
+    holder = submit(client, {"backend": "claude", "prompt": "holder FAKE_HANG"})
+    fake_pid(fake_clis, "holder FAKE_HANG")
+    waiting = submit(client, {"backend": "gemini", "prompt": "waiting"})
+    # The synchronous endpoint is refused at once; the job waits for the slot instead.
+    assert client.post("/api/v1/prompt", json={"backend": "gemini", "prompt": "now"}).status_code == 429
+    assert client.get(f"/api/v1/jobs/{waiting['id']}").json["status"] == "queued"
+    assert client.get("/api/v1/jobs?status=queued").json["total"] == 1
+    client.delete(f"/api/v1/jobs/{holder['id']}")
+    done = wait_job(client, waiting["id"])
+    assert done["status"] == "completed" and done["result"]["output"] == "echo: waiting"
+    assert all(call["backend"] != "gemini" or call["prompt"] == "waiting" for call in fake_clis.calls())
+
+
 # -- listing, cap, retention -------------------------------------------------------------------------
 
 def test_list_filters_and_pages(client, fake_clis):
@@ -278,6 +293,16 @@ def dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def test_a_zombie_process_counts_as_gone():
+    from clinvk.jobs.runner import pid_alive
+
+    process = subprocess.Popen(["true"])
+    assert wait_for(lambda: not alive(process.pid))  # exited, not yet reaped: a zombie
+    assert os.path.exists(f"/proc/{process.pid}") and not pid_alive(process.pid)
+    process.wait()
+    assert not pid_alive(process.pid) and pid_alive(os.getpid())
 
 
 def test_start_up_marks_jobs_of_a_gone_process_interrupted(make_app, make_config, fake_clis):

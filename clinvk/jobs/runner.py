@@ -41,13 +41,21 @@ def job_service(service):
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process runs with this pid. A zombie does not: a killed worker whose parent died too
+    may wait a long time for a reaper that never comes (PID 1 of a container)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except OSError:  # no /proc here: ask the kernel (zombies count as alive then)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
 
 
 class JobRunner:
