@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .model import (APPROVAL_MODES, BACKEND_NAMES, DEFAULT_BLOCKED_WORKDIR_PREFIXES, OUTPUT_FORMATS, SANDBOX_MODES,
-                    BackendConfig, Config, ConfigError, OutputConfig, ParallelConfig, ServerConfig, SessionConfig,
+                    BackendConfig, Config, ConfigError, JobsConfig, OutputConfig, ParallelConfig, ServerConfig, SessionConfig,
                     UnifiedFlags)
 from .yaml_io import default_config_path, load_config, set_config_value
 
@@ -22,6 +22,6 @@ EXAMPLE_CONFIG = Path(__file__).with_name("example.yaml")
 
 __all__ = [
     "APPROVAL_MODES", "BACKEND_NAMES", "DEFAULT_BLOCKED_WORKDIR_PREFIXES", "EXAMPLE_CONFIG", "OUTPUT_FORMATS",
-    "SANDBOX_MODES", "BackendConfig", "Config", "ConfigError", "OutputConfig", "ParallelConfig", "ServerConfig",
+    "SANDBOX_MODES", "BackendConfig", "Config", "ConfigError", "JobsConfig", "OutputConfig", "ParallelConfig", "ServerConfig",
     "SessionConfig", "UnifiedFlags", "default_config_path", "load_config", "set_config_value",
 ]

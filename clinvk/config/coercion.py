@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .model import (APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES, BackendConfig, Config,
-                    ConfigError, OutputConfig, ParallelConfig, ServerConfig, SessionConfig, UnifiedFlags,
-                    WarmPoolConfig)
+                    ConfigError, JobsConfig, OutputConfig, ParallelConfig, ServerConfig, SessionConfig,
+                    UnifiedFlags, WarmPoolConfig)
 
 
 _SECTION = "<section>"  # marker for a node that holds keys rather than a value
 _SECTIONS = {"unified_flags": UnifiedFlags, "session": SessionConfig, "output": OutputConfig,
-             "parallel": ParallelConfig, "server": ServerConfig}
+             "parallel": ParallelConfig, "server": ServerConfig, "jobs": JobsConfig}
 # Sections two levels deep: path -> dataclass (reached as attributes of Config along the path).
 _SUBSECTIONS = {("run", "warm_pool"): WarmPoolConfig}
 
@@ -187,6 +187,9 @@ _RULES: dict[str, _Rule] = {
     "run.warm_pool.max_processes": _at_least(0),
     "run.warm_pool.max_memory_mb": _at_least(0),
     "run.warm_pool.idle_expiry_secs": _positive("a number"),
+    "jobs.timeout_secs": _positive(),
+    "jobs.max_active_per_tenant": _at_least(1),
+    "jobs.heartbeat_secs": _positive("a number"),
 }
 # Checked for each element of a list; the error names the index (server.trusted_proxies[1]).
 _ITEM_RULES: dict[str, _Rule] = {

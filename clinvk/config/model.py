@@ -79,6 +79,15 @@ class ParallelConfig:
 
 
 @dataclass
+class JobsConfig:
+    """Detached runs (``/api/v1/jobs``)."""
+
+    timeout_secs: int = 14400  # a job's CLI run may take this long (request_timeout_secs is for requests)
+    max_active_per_tenant: int = 8  # queued + running jobs of one tenant; more is a 429
+    heartbeat_secs: float = 10.0  # how often a running job says it is alive; 3 missed = interrupted
+
+
+@dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -144,6 +153,7 @@ class Config:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     def __post_init__(self) -> None:
         # Callers can rely on all three backends being present.
@@ -167,7 +177,7 @@ class Config:
                              "unified_flags": dataclasses.asdict(self.unified_flags), "backends": {}}
         for name, b in self.backends.items():
             d["backends"][name] = {k: v for k, v in dataclasses.asdict(b).items() if k != "name"}
-        for section in ("session", "output", "parallel", "server", "run"):
+        for section in ("session", "output", "parallel", "server", "run", "jobs"):
             d[section] = dataclasses.asdict(getattr(self, section))
         if redact:
             d["server"]["api_keys"] = ["***" for _ in self.server.api_keys]

@@ -8,6 +8,7 @@ import time
 from ..errors import ServiceError
 from ..events import RunResult
 from ..specs import ChainSpec, PromptRequest, Step
+from ..lifecycle import CancelToken
 from .batch import Listener, run_one
 from .outcomes import COMPLETED, ChainOutcome, TaskOutcome, status_of
 from .limits import check_count
@@ -42,9 +43,10 @@ class Chain:
         return dataclasses.replace(step.request, prompt=prompt, workdir=workdir, ephemeral=True, stream=False,
                                    dry_run=step.request.dry_run or self.spec.dry_run)
 
-    def run(self, listener: Listener | None = None) -> ChainOutcome:
+    def run(self, listener: Listener | None = None, cancel: CancelToken | None = None) -> ChainOutcome:
         """Run the steps in order. A step that fails to prepare at run time (its prompt became empty,
-        its CLI vanished) is a failed step, not an exception."""
+        its CLI vanished) is a failed step, not an exception. ``cancel`` ends the running step and
+        the chain: later steps do not start."""
         started, clock = time.time(), time.monotonic()
         results: list[TaskOutcome] = []
         previous_output, previous_workdir = "", ""
@@ -60,7 +62,7 @@ class Chain:
             try:
                 prepared = self.service.prepare(self._request(step, prompt, workdir), field_prefix=f"steps[{i}].")
                 workdir, warnings = prepared.spec.workdir, prepared.notes
-                result = run_one(prepared, None)
+                result = run_one(prepared, cancel)
             except ServiceError as exc:
                 result = RunResult(step.request.backend or self.service.config.default_backend, exit_code=1,
                                    error=f"{exc.field}: {exc.message}" if exc.field else exc.message)
@@ -70,7 +72,7 @@ class Chain:
             if listener:
                 listener("end", i, outcome)
             previous_output, previous_workdir = result.output, workdir
-            if outcome.status != COMPLETED and self.spec.stop_on_failure:
+            if outcome.status != COMPLETED and (self.spec.stop_on_failure or (cancel and cancel.reason)):
                 break
         return ChainOutcome(len(self.steps), results, int((time.monotonic() - clock) * 1000), started,
                             time.time())

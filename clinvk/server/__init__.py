@@ -12,6 +12,7 @@ from flask import Flask
 from ..apikeys import ApiKeys
 from ..config import Config, load_config
 from ..gate import SharedGate
+from ..jobs.runner import JobRunner
 from ..service import Service
 from ..sessions import SessionStore
 from ..warm.pool import WarmPool, register_shutdown
@@ -32,6 +33,20 @@ def gate_dir(config: Config):
     """Where the run slots of this server (host:port) live, shared by all its gunicorn workers."""
     name = re.sub(r"[^A-Za-z0-9.-]", "_", f"{config.server.host}-{config.server.port}")
     return config.home / "run" / name / "gate"
+
+
+def start_jobs(service: Service) -> JobRunner:
+    """The job runner; jobs whose server went away are marked interrupted, old finished ones removed."""
+    runner = JobRunner(service)
+    try:
+        interrupted = runner.recover()
+        if interrupted:
+            log.warning("marked %d jobs interrupted: the server running them went away", interrupted)
+        if service.config.session.retention_days > 0:
+            runner.store.clean_jobs(service.config.session.retention_days)
+    except Exception:
+        log.exception("job recovery at start-up failed")
+    return runner
 
 
 def create_app(config: Config | None = None, *, store: SessionStore | None = None,
@@ -63,6 +78,7 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
                 log.info("removed %d sessions older than %d days", removed, config.session.retention_days)
         except Exception:
             log.exception("session retention cleanup failed")
+    app.extensions["clinvk.jobs"] = start_jobs(service)
     # Each API blueprint renders its own errors; this handler is for what no blueprint sees (unknown
     # paths, wrong methods, the meta routes).
     errors.init_app(app, native_errors.render, {"/openai/": openai_errors.render,

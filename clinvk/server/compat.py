@@ -95,16 +95,21 @@ def fold(turns: Iterable[tuple[str, list[str] | None]], system: list[str]) -> Co
 def prepare(model: str, conversation: Conversation, *, stream: bool, system_field: str = "system") -> PreparedRun:
     """A stateless run of the backend ``model`` maps to. Service errors name the request's own fields."""
     backend, cli_model = backend_for_model(model)
-    if backend == "claude" and len(conversation.system) > MAX_SYSTEM_PROMPT_CHARS:
-        message = (f"the system prompt is {len(conversation.system)} characters; claude takes it as a "
-                   f"command-line argument, which holds at most {MAX_SYSTEM_PROMPT_CHARS}")
-        raise ApiError(400, message, errors=[{"field": system_field, "message": message}])
+    check_system_prompt(backend, conversation, system_field)
     request = PromptRequest(prompt=conversation.prompt, backend=backend, model=cli_model,
                             system_prompt=conversation.system, stream=stream, ephemeral=True)
     try:
         return service().prepare(request)
     except ServiceError as exc:
         raise from_service_error(exc, system_field) from None
+
+
+def check_system_prompt(backend: str, conversation: Conversation, system_field: str) -> None:
+    """:raise ApiError: 400 naming ``system_field`` when claude could not take the system prompt."""
+    if backend == "claude" and len(conversation.system) > MAX_SYSTEM_PROMPT_CHARS:
+        message = (f"the system prompt is {len(conversation.system)} characters; claude takes it as a "
+                   f"command-line argument, which holds at most {MAX_SYSTEM_PROMPT_CHARS}")
+        raise ApiError(400, message, errors=[{"field": system_field, "message": message}])
 
 
 def fields(system_field: str = "system") -> Callable[[str], str]:

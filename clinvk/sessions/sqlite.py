@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from ..events import TokenUsage
 from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status,
                     derive_title, format_time, parse_time, utc_now)
+from .sqlite_records import SCHEMA as RECORDS_SCHEMA, SqliteRecords
 from .store import SessionStore
 
 SCHEMA_VERSION = 1  # stored in PRAGMA user_version; bump it and add a migration step when the schema changes
@@ -56,7 +57,7 @@ def row_to_session(row: sqlite3.Row) -> Session:
     )
 
 
-class SqliteSessionStore(SessionStore):
+class SqliteSessionStore(SqliteRecords, SessionStore):
     """Sessions in one SQLite file, safe to share between processes and threads."""
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -83,6 +84,8 @@ class SqliteSessionStore(SessionStore):
                 raise RuntimeError(f"{self.path}: schema version {version} is newer than this clinvk's"
                                    f" ({SCHEMA_VERSION})")
             for statement in _SCHEMA:
+                conn.execute(statement)
+            for statement in RECORDS_SCHEMA:  # jobs, their events, stored responses: added tables only
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -18,3 +18,17 @@ def service() -> Service:
 def settings() -> ServerConfig:
     """The ``server`` section of the config."""
     return current_app.config["CLINVK"].server
+
+
+LOCAL_TENANT = "local"
+
+
+def tenant() -> str:
+    """The caller's tenant: what owns the jobs and stored responses a request creates, and the only
+    ones it can see. One tenant, ``local``, until tenants are configured."""
+    return LOCAL_TENANT
+
+
+def jobs():
+    """The job runner of this process (:class:`clinvk.jobs.runner.JobRunner`)."""
+    return current_app.extensions["clinvk.jobs"]

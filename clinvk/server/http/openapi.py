@@ -9,7 +9,8 @@ from flask import Flask
 
 from ... import __version__
 from ..anthropic import schemas as anthropic_schemas
-from ..native import orchestration_schemas, schemas
+from ..native import job_schemas, orchestration_schemas, schemas
+from ..openai import responses_schemas
 from ..openai import schemas as openai_schemas
 
 SKIP_ENDPOINTS = {"static"}
@@ -29,7 +30,8 @@ def build_spec(app: Flask) -> dict:
     )
     spec.components.security_scheme("ApiKeyHeader", {"type": "apiKey", "in": "header", "name": "X-Api-Key"})
     spec.components.security_scheme("BearerAuth", {"type": "http", "scheme": "bearer"})
-    for module in (schemas, orchestration_schemas, openai_schemas, anthropic_schemas):
+    for module in (schemas, orchestration_schemas, job_schemas, openai_schemas, responses_schemas,
+                   anthropic_schemas):
         for name in sorted(n for n in dir(module) if n.endswith("Schema") and n not in ("Schema", "RequestSchema")):
             schema = getattr(module, name)
             if isinstance(schema, type) and issubclass(schema, schemas.Schema):
