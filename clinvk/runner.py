@@ -186,7 +186,9 @@ class RunningProcess:
     def terminate(self, reason: str) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after a short grace. Thread-safe."""
         with self._lock:
-            if self.cancelled is None and self.proc.returncode is None:
+            if self.proc.returncode is not None:
+                return  # reaped (and its group killed by _reap): the number may belong to another group now
+            if self.cancelled is None:
                 self.cancelled = reason
         _signal_group(self.proc.pid, signal.SIGTERM)
         self._wait_exit(TERM_GRACE_SECS)

@@ -170,7 +170,7 @@ def answer(model: str, conversation: Conversation, *, stream: bool, body: Callab
     prepared = prepare(model, conversation, stream=stream, system_field=system_field)
     if stream:
         run = start_stream(prepared)
-        return stream_response(frames(run), "text/event-stream", run.close, failed)
+        return stream_response(frames(run), "text/event-stream", run.close, failed, run.cancel)
     return jsonify(body(execute(prepared)))
 
 

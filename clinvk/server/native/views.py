@@ -58,8 +58,7 @@ def prompt():
     prepared = service().prepare(load(prompt_schema))
     if prepared.stream:
         run = prepared.start_stream()
-        return stream.respond(run.events, run.close,
-                              lambda error: stream.failed(error, prepared.backend.name, prepared.session_id))
+        return stream.respond(run, lambda error: stream.failed(error, prepared.backend.name, prepared.session_id))
     with client_gone_token() as cancel:
         result = prepared.execute(cancel)
     return jsonify(result_body(result, prepared.session_id, prepared.notes))
