@@ -28,6 +28,13 @@ class Unavailable(ServiceError):
     status, code = 503, "backend_unavailable"
 
 
+class ShuttingDown(Exception):
+    """The server is shutting down and ended (or would not start) this run: HTTP 503 in every API style.
+
+    Not a :class:`ServiceError`: no task or step of a batch turns it into a failed result, the
+    whole request is answered 503."""
+
+
 class LimitExceeded(ServiceError):
     """A request asks for more than the server's limits allow (tasks per request, parallelism)."""
 

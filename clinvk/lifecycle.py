@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .backends import Backend, Invocation, RunSpec
 from .backends.base import ParsedOutput
-from .errors import Unavailable
+from . import runner
+from .errors import ShuttingDown, Unavailable
 from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
 from .runner import ProcessOutcome, RunningProcess, StartError
 from .sessions import Session
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # the service imports this module
     from .service import Service
 
 log = logging.getLogger(__name__)
+
+SHUTTING_DOWN = "shutting_down"  # the error code of a run the server's shutdown ended
 
 
 class CancelToken:
@@ -201,7 +204,10 @@ class RunLifecycle:
             finally:
                 process.close()
         parsed = prepared.backend.parse_output(outcome.stdout, outcome.stderr, outcome.exit_code)
-        return self.finish(parsed, outcome)
+        result = self.finish(parsed, outcome)
+        if result.cancelled and runner.stopping():
+            raise ShuttingDown(result.error or "the server is shutting down")
+        return result
 
     def _record_turn(self, result: RunResult) -> None:
         prepared = self.prepared
@@ -283,7 +289,10 @@ class StreamingRun:
         parsed = prepared.backend.finish_stream(parser, outcome.stderr, outcome.exit_code)
         result = self.result = self.lifecycle.finish(parsed, outcome)
         if result.error and not parser.error:
-            yield self._tag(Event(ERROR, {"message": result.error}))
+            error = {"message": result.error}
+            if result.cancelled and runner.stopping():
+                error["code"] = SHUTTING_DOWN
+            yield self._tag(Event(ERROR, error))
         done: dict[str, Any] = {"exit_code": result.exit_code, "duration_ms": result.duration_ms}
         if result.token_usage:
             done["token_usage"] = result.token_usage.to_dict()

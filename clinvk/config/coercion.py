@@ -175,6 +175,7 @@ _RULES: dict[str, _Rule] = {
     "server.max_concurrent_runs": _at_least(1),
     "server.max_queued_runs": _at_least(0),
     "server.queue_timeout_secs": _at_least(0, "a number"),
+    "server.shutdown_grace_secs": _at_least(0),
 }
 # Checked for each element of a list; the error names the index (server.trusted_proxies[1]).
 _ITEM_RULES: dict[str, _Rule] = {

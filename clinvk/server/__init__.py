@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 from flask import Flask
@@ -12,6 +11,7 @@ from flask import Flask
 from ..apikeys import ApiKeys
 from ..config import Config, load_config
 from ..gate import SharedGate
+from ..rundir import server_run_dir
 from ..service import Service
 from ..sessions import SessionStore
 from . import anthropic, native, openai
@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 
 def gate_dir(config: Config):
     """Where the run slots of this server (host:port) live, shared by all its gunicorn workers."""
-    name = re.sub(r"[^A-Za-z0-9.-]", "_", f"{config.server.host}-{config.server.port}")
-    return config.home / "run" / name / "gate"
+    return server_run_dir(config) / "gate"
 
 
 def create_app(config: Config | None = None, *, store: SessionStore | None = None,

@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterable, Iterator
 from flask import Response, jsonify
 from marshmallow import Schema
 
+from .. import runner
 from ..config import BACKEND_NAMES
+from ..lifecycle import SHUTTING_DOWN
 from ..events import Event, RunResult, TokenUsage
 from ..service import PreparedRun, PromptRequest, ServiceError, StreamingRun
 from .http import bodies
@@ -151,7 +153,8 @@ def run_failure(result: RunResult | None) -> ApiError | None:
         return ApiError(504, f"{result.backend} did not finish within {timeout} s (server.request_timeout_secs)",
                         headers=NO_RETRY)
     if result.cancelled:
-        return ApiError(503, result.error or f"{result.backend} run was cancelled", headers=NO_RETRY)
+        return ApiError(503, result.error or f"{result.backend} run was cancelled", headers=NO_RETRY,
+                        code=SHUTTING_DOWN if runner.stopping() else None)
     return ApiError(502, f"{result.backend} run failed: {result.error or f'exit status {result.exit_code}'}",
                     code="backend_failed", headers=NO_RETRY)
 

@@ -18,7 +18,9 @@ from flask import Blueprint, Flask, Response, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from ...errors import ShuttingDown
 from ...gate import GateFull
+from ...lifecycle import SHUTTING_DOWN
 from ...service import ServiceError
 from ...specs import flatten_validation
 
@@ -92,6 +94,12 @@ def converts(kind: type[BaseException]):
 @converts(GateFull)
 def _gate_full(exc: GateFull) -> ApiError:
     return ApiError(429, str(exc), code="too_many_requests", headers={"Retry-After": str(exc.retry_after)})
+
+
+@converts(ShuttingDown)
+def _shutting_down(exc: ShuttingDown) -> ApiError:
+    # Another instance (the next one of a rolling deploy) may take the request at once.
+    return ApiError(503, str(exc), code=SHUTTING_DOWN, headers={"Retry-After": "1"})
 
 
 @converts(HTTPException)
