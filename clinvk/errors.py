@@ -24,6 +24,17 @@ class Conflict(ServiceError):
     status, code = 409, "conflict"
 
 
+class SessionBusy(Conflict):
+    """Another turn of the session is running; ``retry_after`` seconds is a sensible wait."""
+
+    code = "session_busy"
+
+    def __init__(self, message: str, field: str | None = None, *, retry_after: int):
+        super().__init__(message, field)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class Unavailable(ServiceError):
     status, code = 503, "backend_unavailable"
 

@@ -5,7 +5,7 @@
 whatever asked for the run (native prompt, OpenAI/Anthropic compat, orchestration, command line).
 
 Each stage is one method, so later policy plugs in at one place: :meth:`RunLifecycle.admit` (the
-concurrency gate; a per-session turn lease belongs here), :meth:`RunLifecycle.launch` (argv, env and
+session's turn lease, then the concurrency gate), :meth:`RunLifecycle.launch` (argv, env and
 cwd of the process; a per-session CLI home, a sandbox wrapper and an environment allowlist belong
 here), :meth:`RunLifecycle.spawn` (process start; the runner's registry of live process groups is
 where a supervisor or a shutdown drain finds it) and :meth:`RunLifecycle.finish` (parse and record).
@@ -112,14 +112,25 @@ class RunLifecycle:
     def __init__(self, prepared: PreparedRun):
         self.prepared = prepared
         self.service = prepared.service
+        self._admitted: ExitStack | None = None  # what admit() holds, while it holds it
 
     # -- stages ------------------------------------------------------------------------------------
 
     @contextmanager
     def admit(self) -> Iterator[None]:
-        """Hold what a run needs before its CLI may start: a slot of the concurrency gate."""
-        with self.service.gate.slot():
-            yield
+        """Hold what a run needs before its CLI may start: the session's turn (a continued session;
+        :class:`~clinvk.errors.SessionBusy` while another turn runs), then a slot of the concurrency
+        gate. A new session's turn is added by :meth:`open_session`."""
+        with ExitStack() as held:
+            session = self.prepared.session
+            if session is not None and not self.prepared.dry_run:
+                held.enter_context(self.service.turns.hold(session.id))
+            held.enter_context(self.service.gate.slot())
+            self._admitted = held
+            try:
+                yield
+            finally:
+                self._admitted = None
 
     def open_session(self) -> None:
         """Create the session a first, persistent turn is recorded in."""
@@ -131,6 +142,8 @@ class RunLifecycle:
                 initial_prompt=request.prompt,
                 tags=list(self.service.config.session.default_tags) + list(request.tags),
                 metadata=dict(request.metadata))
+            if self._admitted is not None:  # its id is in the first stream event: a second turn may come
+                self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
 
     def launch(self) -> Invocation:
         """The process to start: argv, environment, working directory and stdin, all decided here."""

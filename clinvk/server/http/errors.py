@@ -73,7 +73,8 @@ def service_error(exc: ServiceError, fields: Callable[[str], str | None]) -> Api
     """The service's refusal, its field named as the request names it (``fields``: service → request)."""
     field = fields(exc.field) if exc.field else None
     return ApiError(exc.status, exc.message, code=exc.code,
-                    errors=[{"field": field, "message": exc.message}] if field else None)
+                    errors=[{"field": field, "message": exc.message}] if field else None,
+                    headers=dict(getattr(exc, "headers", {})))
 
 
 # Exceptions raised by libraries (the rate limiter, the body reader) that a plumbing module knows how
