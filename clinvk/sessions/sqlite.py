@@ -265,14 +265,19 @@ class SqliteSessionStore(SessionStore):
     def acquire_turn(self, session_id: str, holder: str, ttl_secs: float, *,
                      replacing: str | None = None) -> TurnLease:
         now = time.time()
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO session_turns (session_id, holder, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (session_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
-                " WHERE session_turns.expires_at < ? OR session_turns.holder IN (excluded.holder, ?)",
-                (session_id, holder, now + ttl_secs, now, replacing))
+        conn = self._conn()
+        # One statement, its own transaction: a row comes back only when the turn was taken.
+        row = conn.execute(
+            "INSERT INTO session_turns (session_id, holder, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+            " WHERE session_turns.expires_at < ? OR session_turns.holder IN (excluded.holder, ?)"
+            " RETURNING holder, expires_at",
+            (session_id, holder, now + ttl_secs, now, replacing)).fetchone()
+        if row is None:  # held by another: who, until when (it may have ended meanwhile: then say so)
             row = conn.execute("SELECT holder, expires_at FROM session_turns WHERE session_id = ?",
                                (session_id,)).fetchone()
+            if row is None:
+                return self.acquire_turn(session_id, holder, ttl_secs)
         return TurnLease(session_id, row["holder"], row["expires_at"])
 
     def renew_turn(self, session_id: str, holder: str, ttl_secs: float) -> bool:

@@ -29,10 +29,16 @@ TTL_SECS = 30.0
 RETRY_AFTER_SECS = 5  # a turn takes seconds to minutes; the client learns nothing better from us
 
 
+_process: tuple[int, str] = (0, "")  # (pid, "host:pid:start") of this process, once per fork
+
+
 def holder_id() -> str:
     """A new holder id for one turn of this process: ``host:pid:start:token``."""
+    global _process
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{start_time(pid) or 0}:{secrets.token_hex(6)}"
+    if _process[0] != pid:
+        _process = (pid, f"{socket.gethostname()}:{pid}:{start_time(pid) or 0}")
+    return f"{_process[1]}:{secrets.token_hex(6)}"
 
 
 def holder_is_dead(holder: str) -> bool:
