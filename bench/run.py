@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from clinvk.backends import BACKENDS  # noqa: E402
 from clinvk.backends.base import RunSpec  # noqa: E402
 from clinvk.sessions import SqliteSessionStore as SessionStore  # noqa: E402
-from tests.server_process import ServerProcess, free_port  # noqa: E402  (the test suite's server harness)
+from tests.server_process import ServerProcess, free_port  # noqa: E402,F401  (the suite's server harness; free_port for peers.py)
 
 HOST = "127.0.0.1"
 PROMPT = "Say hello in one short sentence."

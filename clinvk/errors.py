@@ -24,8 +24,26 @@ class Conflict(ServiceError):
     status, code = 409, "conflict"
 
 
+class SessionBusy(Conflict):
+    """Another turn of the session is running; ``retry_after`` seconds is a sensible wait."""
+
+    code = "session_busy"
+
+    def __init__(self, message: str, field: str | None = None, *, retry_after: int):
+        super().__init__(message, field)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class Unavailable(ServiceError):
     status, code = 503, "backend_unavailable"
+
+
+class ShuttingDown(Exception):
+    """The server is shutting down and ended (or would not start) this run: HTTP 503 in every API style.
+
+    Not a :class:`ServiceError`: no task or step of a batch turns it into a failed result, the
+    whole request is answered 503."""
 
 
 class LimitExceeded(ServiceError):

@@ -1,8 +1,16 @@
 """gunicorn server hooks shared by `clinvk serve` and deploy/gunicorn.conf.py.
 
-They make sure no CLI process outlives its worker: a graceful stop (SIGTERM) lets runs finish until
-just before gunicorn's graceful timeout would SIGKILL the worker, then ends their process groups; a
-quick stop (SIGINT/SIGQUIT) ends them at once.
+They make sure no CLI process outlives its worker:
+
+- a graceful stop (SIGTERM): the worker stops accepting at once (gunicorn), runs may finish within
+  ``server.shutdown_grace_secs``, then every remaining process group is ended (SIGTERM, SIGKILL 2 s
+  later) and new runs are refused, so that streams end with an error event and waiting requests
+  get a 503. gunicorn's ``graceful_timeout`` is the grace plus :data:`SHUTDOWN_MARGIN_SECS`: the
+  time to end the groups and send those answers before gunicorn would SIGKILL the worker;
+- a quick stop (SIGINT/SIGQUIT) ends them at once;
+- a worker that dies without running any code (SIGKILL: OOM killer, worker timeout, ``kill -9``):
+  each worker records its live process groups on disk (:mod:`clinvk.grouprecord`) and the master's
+  ``child_exit`` kills what the dead worker left.
 
 The others apply the server settings gunicorn has no knob for, and keep the prometheus multiprocess
 directory right (``on_starting`` wipes it, ``child_exit`` marks a dead worker's files):
@@ -26,19 +34,28 @@ import struct
 import threading
 
 from . import runner
+from .grouprecord import GroupRecord, end_groups
+from .rundir import server_run_dir
 
 log = logging.getLogger(__name__)
 
-# Kill the CLIs this long before gunicorn's own SIGKILL, so requests can still answer.
-SHUTDOWN_MARGIN_SECS = 1.5
+# gunicorn's graceful_timeout = server.shutdown_grace_secs + this: ending the groups (SIGTERM, then
+# SIGKILL after runner.TERM_GRACE_SECS) and answering their requests, before gunicorn's own SIGKILL.
+SHUTDOWN_MARGIN_SECS = 4
+
+
+def graceful_timeout(shutdown_grace_secs: int) -> int:
+    return shutdown_grace_secs + SHUTDOWN_MARGIN_SECS
 
 
 def post_worker_init(worker) -> None:
     previous = signal.getsignal(signal.SIGTERM)
-    delay = max(0.0, float(worker.cfg.graceful_timeout) - SHUTDOWN_MARGIN_SECS)
+    # Derived from gunicorn's own timeout, so that a --graceful-timeout given to gunicorn still ends
+    # the runs before it runs out.
+    grace = max(0.0, float(worker.cfg.graceful_timeout) - SHUTDOWN_MARGIN_SECS)
 
     def on_sigterm(signum, frame):
-        timer = threading.Timer(delay, runner.terminate_all, kwargs={"reason": "server shutting down"})
+        timer = threading.Timer(grace, runner.stop_all, kwargs={"reason": "server shutting down"})
         timer.daemon = True
         timer.start()
         if callable(previous):
@@ -46,18 +63,24 @@ def post_worker_init(worker) -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     worker.log.error_log.addFilter(SlowClientFilter())
+    runner.record_groups(GroupRecord(groups_dir(_clinvk_config(worker))))
 
 
 def worker_int(worker) -> None:
-    runner.terminate_all("server shutting down")
+    runner.stop_all("server shutting down")
 
 
 def worker_abort(worker) -> None:
-    runner.terminate_all("worker aborted")
+    runner.stop_all("worker aborted")
 
 
 def worker_exit(server, worker) -> None:
-    runner.terminate_all("worker exiting")
+    runner.stop_all("worker exiting")
+
+
+def groups_dir(config):
+    """Where the workers of this server record their live process groups."""
+    return server_run_dir(config) / "groups"
 
 
 # -- settings gunicorn has no knob for -----------------------------------------------------------
@@ -78,11 +101,14 @@ def apply_socket_timeouts(listeners, read_timeout: float, write_timeout: float) 
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write_timeout))
 
 
-def _clinvk_config(server):
-    config = getattr(getattr(server, "app", None), "clinvk_config", None)
+def _clinvk_config(arbiter_or_worker):
+    app = getattr(arbiter_or_worker, "app", None)
+    config = getattr(app, "clinvk_config", None)
     if config is None:  # plain gunicorn with deploy/gunicorn.conf.py: the usual file + environment
         from .config import load_config
         config = load_config()
+        if app is not None:
+            app.clinvk_config = config  # once per process: child_exit runs for every dead worker
     return config
 
 
@@ -124,9 +150,18 @@ def on_starting(server) -> None:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         wipe_metrics_dir(path)
+    # A previous master of this server that was killed left its workers' runs behind.
+    left = end_groups(groups_dir(_clinvk_config(server)))
+    if left:
+        log.warning("ended %d CLI process groups a previous run of this server left behind", left)
 
 
 def child_exit(server, worker) -> None:
+    """A worker exited: end the runs it left (none, unless it was killed), mark its metrics dead."""
+    left = end_groups(groups_dir(_clinvk_config(server)), worker.pid)
+    if left:
+        server.log.warning("ended %d CLI process groups of worker %s, which died without ending them",
+                           left, worker.pid)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)

@@ -5,7 +5,7 @@
 whatever asked for the run (native prompt, OpenAI/Anthropic compat, orchestration, command line).
 
 Each stage is one method, so later policy plugs in at one place: :meth:`RunLifecycle.admit` (the
-concurrency gate; a per-session turn lease belongs here), :meth:`RunLifecycle.launch` (argv, env and
+session's turn lease, then the concurrency gate), :meth:`RunLifecycle.launch` (argv, env and
 cwd of the process; a per-session CLI home, a sandbox wrapper and an environment allowlist belong
 here), :meth:`RunLifecycle.spawn` (process start; the runner's registry of live process groups is
 where a supervisor or a shutdown drain finds it) and :meth:`RunLifecycle.finish` (parse and record).
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .backends import Backend, Invocation, RunSpec
 from .backends.base import ParsedOutput
-from .errors import Unavailable
+from . import runner
+from .errors import ShuttingDown, Unavailable
 from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
 from .runner import ProcessOutcome, RunningProcess, StartError
 from .sessions import Session
@@ -35,6 +36,8 @@ if TYPE_CHECKING:  # the service imports this module
     from .service import Service
 
 log = logging.getLogger(__name__)
+
+SHUTTING_DOWN = "shutting_down"  # the error code of a run the server's shutdown ended
 
 
 class CancelToken:
@@ -110,14 +113,25 @@ class RunLifecycle:
     def __init__(self, prepared: PreparedRun):
         self.prepared = prepared
         self.service = prepared.service
+        self._admitted: ExitStack | None = None  # what admit() holds, while it holds it
 
     # -- stages ------------------------------------------------------------------------------------
 
     @contextmanager
     def admit(self) -> Iterator[None]:
-        """Hold what a run needs before its CLI may start: a slot of the concurrency gate."""
-        with self.service.gate.slot():
-            yield
+        """Hold what a run needs before its CLI may start: the session's turn (a continued session;
+        :class:`~clinvk.errors.SessionBusy` while another turn runs), then a slot of the concurrency
+        gate. A new session's turn is added by :meth:`open_session`."""
+        with ExitStack() as held:
+            session = self.prepared.session
+            if session is not None and not self.prepared.dry_run:
+                held.enter_context(self.service.turns.hold(session.id))
+            held.enter_context(self.service.gate.slot())
+            self._admitted = held
+            try:
+                yield
+            finally:
+                self._admitted = None
 
     def open_session(self) -> None:
         """Create the session a first, persistent turn is recorded in."""
@@ -129,6 +143,8 @@ class RunLifecycle:
                 initial_prompt=request.prompt,
                 tags=list(self.service.config.session.default_tags) + list(request.tags),
                 metadata=dict(request.metadata))
+            if self._admitted is not None:  # its id is in the first stream event: a second turn may come
+                self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
 
     def launch(self) -> Invocation:
         """The process to start: argv, environment, working directory and stdin, all decided here."""
@@ -204,7 +220,10 @@ class RunLifecycle:
             finally:
                 process.close()
         parsed = prepared.backend.parse_output(outcome.stdout, outcome.stderr, outcome.exit_code)
-        return self.finish(parsed, outcome)
+        result = self.finish(parsed, outcome)
+        if result.cancelled and runner.stopping():
+            raise ShuttingDown(result.error or "the server is shutting down")
+        return result
 
     def _record_turn(self, result: RunResult) -> None:
         prepared = self.prepared
@@ -286,7 +305,10 @@ class StreamingRun:
         parsed = prepared.backend.finish_stream(parser, outcome.stderr, outcome.exit_code)
         result = self.result = self.lifecycle.finish(parsed, outcome)
         if result.error and not parser.error:
-            yield self._tag(Event(ERROR, {"message": result.error}))
+            error = {"message": result.error}
+            if result.cancelled and runner.stopping():
+                error["code"] = SHUTTING_DOWN
+            yield self._tag(Event(ERROR, error))
         done: dict[str, Any] = {"exit_code": result.exit_code, "duration_ms": result.duration_ms}
         if result.token_usage:
             done["token_usage"] = result.token_usage.to_dict()

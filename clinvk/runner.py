@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .backends import Invocation
+from .errors import ShuttingDown
+from .grouprecord import GroupRecord
 
 MAX_STDOUT_BYTES = 32 * 1024 * 1024
 MAX_STDERR_BYTES = 1024 * 1024
@@ -58,6 +60,7 @@ class RunningProcess:
         self._stderr = bytearray()
         self._lock = threading.Lock()
         self.on_close: Callable[[], None] | None = None  # called once, when the process is closed
+        _LIVE.check_open()
         stdin_fd = _prompt_fd(invocation.stdin_text)
         try:
             self.proc = subprocess.Popen(
@@ -67,7 +70,10 @@ class RunningProcess:
             raise StartError(exc.errno, f"cannot start {invocation.argv[0]}: {exc.strerror}") from exc
         finally:
             os.close(stdin_fd)
-        _LIVE.add(self)
+        if not _LIVE.add(self):  # the server began ending its runs while this one was starting
+            self.terminate(_LIVE.closed or "server shutting down")
+            self.close()
+            raise ShuttingDown(f"the server is shutting down: {invocation.argv[0]} was not run")
 
     @property
     def pid(self) -> int:
@@ -186,7 +192,9 @@ class RunningProcess:
     def terminate(self, reason: str) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after a short grace. Thread-safe."""
         with self._lock:
-            if self.cancelled is None and self.proc.returncode is None:
+            if self.proc.returncode is not None:
+                return  # reaped (and its group killed by _reap): the number may belong to another group now
+            if self.cancelled is None:
                 self.cancelled = reason
         _signal_group(self.proc.pid, signal.SIGTERM)
         self._wait_exit(TERM_GRACE_SECS)
@@ -268,22 +276,40 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 class _LiveRuns:
-    """Every process still running in this worker, so shutdown can end them all."""
+    """Every process still running in this worker, so shutdown can end them all; once closed
+    (:meth:`stop_all`), no new one may start. With a :class:`GroupRecord` (gunicorn workers), each
+    run is also recorded on disk for the master."""
 
     def __init__(self) -> None:
-        self._runs: set[RunningProcess] = set()
+        self._runs: dict[RunningProcess, str | None] = {}
         self._lock = threading.Lock()
+        self.closed: str | None = None
+        self.record: GroupRecord | None = None
 
-    def add(self, run: RunningProcess) -> None:
+    def check_open(self) -> None:
+        if self.closed:
+            raise ShuttingDown(f"the server is shutting down ({self.closed}): no new run starts")
+
+    def add(self, run: RunningProcess) -> bool:
+        """Track ``run``; False (not tracked) when the registry was closed meanwhile."""
+        record = self.record
+        entry = record.started(run.pid) if record is not None else None
         with self._lock:
-            self._runs.add(run)
+            if not self.closed:
+                self._runs[run] = entry
+                return True
+        if record is not None:
+            record.ended(entry)
+        return False
 
     def discard(self, run: RunningProcess) -> bool:
-        """Forget ``run``; True the first time only."""
+        """Forget ``run`` (its group has ended); True the first time only."""
         with self._lock:
             known = run in self._runs
-            self._runs.discard(run)
-            return known
+            entry = self._runs.pop(run, None)
+        if self.record is not None:
+            self.record.ended(entry)
+        return known
 
     def terminate_all(self, reason: str = "server shutting down") -> int:
         with self._lock:
@@ -295,7 +321,24 @@ class _LiveRuns:
             thread.join()
         return len(runs)
 
+    def stop_all(self, reason: str = "server shutting down") -> int:
+        """Start no more runs and end every one still running (SIGTERM, SIGKILL after a grace)."""
+        with self._lock:
+            self.closed = self.closed or reason
+        return self.terminate_all(reason)
+
 
 _LIVE = _LiveRuns()
 terminate_all = _LIVE.terminate_all
+stop_all = _LIVE.stop_all
 atexit.register(terminate_all)
+
+
+def stopping() -> bool:
+    """Whether this process has begun ending its runs for good (server shutdown)."""
+    return _LIVE.closed is not None
+
+
+def record_groups(record: GroupRecord | None) -> None:
+    """Record every run's process group in ``record`` from now on (a gunicorn worker, for its master)."""
+    _LIVE.record = record

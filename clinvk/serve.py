@@ -44,7 +44,7 @@ def gunicorn_options(config: Config) -> dict:
         "threads": server.threads,
         # gthread: the worker heartbeat, not a per-request limit (runs have their own deadline).
         "timeout": 30,
-        "graceful_timeout": 30,
+        "graceful_timeout": gunicorn_hooks.graceful_timeout(server.shutdown_grace_secs),
         "keepalive": max(1, int(server.idle_timeout_secs)),
         "accesslog": None,
         "errorlog": "-",

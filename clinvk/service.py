@@ -21,6 +21,7 @@ from .events import RunResult
 from .gate import ConcurrencyGate, Gate
 from .lifecycle import CancelToken, PreparedRun, StreamingRun
 from .sessions import Session, SessionStore, open_store
+from .sessions.turns import TurnLeases
 from .specs import PromptRequest
 from .warm import WarmPool
 from .workdir import WorkdirError, resolve_workdir
@@ -54,6 +55,7 @@ class Service:
         server = config.server
         self.gate = gate if gate is not None else ConcurrencyGate(
             server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
+        self.turns = TurnLeases(self.store)  # one turn at a time per session
         self._env = {name: self._environment(name) for name in BACKEND_NAMES}
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).

@@ -7,7 +7,7 @@
 #   entrypoint.sh COMMAND [ARG...]               exec COMMAND (clinvk version, sh, ...)
 #
 # Environment: everything deploy/gunicorn.conf.py reads (CLINVK_BIND, CLINVK_WORKERS, CLINVK_THREADS,
-# CLINVK_GRACEFUL_TIMEOUT, PROMETHEUS_MULTIPROC_DIR, CLINVK_*), plus CLINVK_APP_DIR (where wsgi.py
+# PROMETHEUS_MULTIPROC_DIR, CLINVK_*), plus CLINVK_APP_DIR (where wsgi.py
 # and deploy/ are; default: this script's parent directory) and PYTHON (default python3).
 set -eu
 

@@ -14,8 +14,10 @@ Environment:
   ``unix:/run/clinvk/sock``); default ``server.host:server.port`` (127.0.0.1:8080).
 - ``CLINVK_WORKERS``, ``CLINVK_THREADS``: worker processes and threads per worker (workers x threads
   requests, CLI runs included, at once); default ``server.workers`` (1) and ``server.threads`` (64).
-- ``CLINVK_GRACEFUL_TIMEOUT``: seconds in-flight runs get on stop or reload before their CLIs are
-  ended; default 30. Keep the service manager's stop timeout above it.
+- ``CLINVK_SERVER__SHUTDOWN_GRACE_SECS`` (or ``server.shutdown_grace_secs``): seconds in-flight runs
+  get on stop or reload before their CLIs are ended; default 10. gunicorn's ``graceful_timeout`` is
+  that plus 4 s, and the process exits within grace + 5 s: keep the service manager's stop timeout
+  above that (systemd ``TimeoutStopSec``, ``docker stop --stop-timeout``).
 - ``PROMETHEUS_MULTIPROC_DIR``: where all workers keep their metrics (wiped at start); set it in the
   service manager, on a tmpfs. Without it, and with ``server.metrics_enabled``, a temporary
   directory is made and removed again on exit.
@@ -50,7 +52,7 @@ except ConfigError as exc:  # one line naming the key, not gunicorn's traceback
 _server = _config.server
 
 # Everything `clinvk serve` sets, so both ways of running the server stay alike: the gthread worker
-# class, timeouts (gthread's `timeout` is only the worker heartbeat; each CLI run has its own deadline,
+# class, timeouts (graceful_timeout follows server.shutdown_grace_secs; gthread's `timeout` is only the worker heartbeat; each CLI run has its own deadline,
 # server.request_timeout_secs; keepalive = server.idle_timeout_secs; the sockets' read/write timeouts
 # = server.read/write_timeout_secs, applied in when_ready), worker_tmp_dir on /dev/shm, no control
 # socket, and the hooks that end the CLI process groups on shutdown and keep the prometheus
@@ -64,9 +66,6 @@ globals().update(_options)
 bind = [b.strip() for b in os.environ.get("CLINVK_BIND", "").split(",") if b.strip()] or _options["bind"]
 workers = _env_int("CLINVK_WORKERS", _server.workers)
 threads = _env_int("CLINVK_THREADS", _server.threads)
-# On SIGTERM (systemctl stop, docker stop) in-flight runs may go on this long; the hooks end their
-# CLIs shortly before it runs out, so that the requests still get an answer.
-graceful_timeout = _env_int("CLINVK_GRACEFUL_TIMEOUT", _options.get("graceful_timeout", 30))
 accesslog = "-"  # stdout: journald or the container runtime keeps it; errors go to stderr
 # Behind nginx %(h)s is the proxy; forwarded_for shows the client (X-Forwarded-For as nginx sent it).
 access_log_format = ('%(h)s "%(r)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s '

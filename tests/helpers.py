@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Callable
 
@@ -38,3 +39,47 @@ def ndjson(response) -> list[dict]:
     """The objects of an NDJSON response (a Flask test response or anything with ``get_data``/``text``)."""
     text = response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process (not a zombie) of process group ``pgid`` exists."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            return True
+    return False
+
+
+def wait_groups_gone(*pgids: int, within: float = 10.0) -> bool:
+    """Whether every process of each group in ``pgids`` has ended within ``within`` seconds."""
+    return wait_for(lambda: not any(group_alive(g) for g in pgids), within, step=0.01)
+
+
+def process_groups_under(pid: int) -> set[int]:
+    """The process groups led by descendants of ``pid`` other than its own group: the CLI runs of a
+    server whose master is ``pid`` (the CLIs run in their own sessions, the workers do not)."""
+    parents: dict[int, tuple[int, int]] = {}  # pid → (ppid, pgrp)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if fields[0] != "Z":
+                parents[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    own = parents.get(pid, (0, 0))[1]
+    groups = set()
+    for child, (_, pgrp) in parents.items():
+        ancestor = child
+        while ancestor in parents and ancestor != pid:
+            ancestor = parents[ancestor][0]
+        if ancestor == pid and child != pid and pgrp != own:
+            groups.add(pgrp)
+    return groups

@@ -43,11 +43,9 @@ IMAGE = "localhost/clinvk:test"
 HOME = "/home/clinvk"  # the image's HOME, where README mounts the volume
 USER_ID = 10001
 STUBS = {"claude": anthropic_stub, "codex": openai_responses_stub, "gemini": gemini_stub}
-# README's `--stop-timeout`: above CLINVK_GRACEFUL_TIMEOUT (30 s, deploy/Containerfile), after which
-# gunicorn's hooks have ended the runs (at 28.5 s); the engine SIGKILLs (exit 137) only after it.
-# TO TIGHTEN: server.shutdown_grace_secs (another issue, default 10) will end in-flight runs sooner;
-# then README's --stop-timeout and this value can come down with it.
-STOP_TIMEOUT = 40
+# README's `--stop-timeout`: above the shutdown grace + 5 s (CLINVK_SERVER__SHUTDOWN_GRACE_SECS, 10 s in
+# deploy/Containerfile), by when clinvk has ended the runs and exited; the engine SIGKILLs (exit 137) after it.
+STOP_TIMEOUT = 20
 # What this machine's engine needs (README, "Container"): runc, as crun refuses hybrid cgroups;
 # limits it can set, as its defaults cannot be raised here.
 ENGINE_FLAGS = ["--runtime", "runc"]
@@ -263,9 +261,9 @@ def test_genuine_clis_reach_the_host_stubs_and_sessions_survive_a_restart(contai
 
 def test_podman_stop_with_runs_in_flight_exits_0_in_time(containers, image):
     """Two runs hang: the genuine claude waiting on a vendor stub that never answers, and a fake
-    codex with a child process. `podman stop` (SIGTERM to tini → gunicorn) lets them go on until the
-    hooks end them shortly before CLINVK_GRACEFUL_TIMEOUT; both requests get an answer and the
-    container exits 0 before the stop timeout (after it, the engine would SIGKILL: 137)."""
+    codex with a child process. `podman stop` (SIGTERM to tini → gunicorn) lets them go on for the
+    shutdown grace, then clinvk ends them; both requests get an answer and the container exits 0
+    before the stop timeout (after it, the engine would SIGKILL: 137)."""
     hung = anthropic_stub.start_stub(mode="hang")
     try:
         container, url = host_network_container(containers, *FAKES_MOUNT)

@@ -52,7 +52,8 @@ DEPLOY = ROOT / "deploy"
 FAKES = ROOT / "tests" / "fakes"
 GUNICORN_CONF = DEPLOY / "gunicorn.conf.py"
 DEFAULTS = ServerConfig()
-GRACEFUL_TIMEOUT_DEFAULT = 30  # deploy/gunicorn.conf.py's CLINVK_GRACEFUL_TIMEOUT default
+# On SIGTERM the server exits within server.shutdown_grace_secs + 5 s: stop timeouts must exceed it.
+STOP_WITHIN_DEFAULT = DEFAULTS.shutdown_grace_secs + 5
 
 
 def tool(name: str) -> str:
@@ -114,8 +115,8 @@ class Gunicorn:
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = {**env, "CLINVK_HOME": str(self.home), "CLINVK_BIND": f"127.0.0.1:{self.port}",
                     "CLINVK_WORKERS": str(workers), "CLINVK_THREADS": "8",
-                    # so that a client that went away is noticed within a second
-                    "CLINVK_SERVER__KEEPALIVE_INTERVAL_SECS": "0.5"}
+                    # a client that went away is noticed by its socket, not at the next keep-alive
+                    "CLINVK_SERVER__KEEPALIVE_INTERVAL_SECS": "3600"}
         self.argv = argv or [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "wsgi:app"]
         self.workers = workers
         self.stdout = tmp / "gunicorn.out"
@@ -495,7 +496,7 @@ def test_gunicorn_config_defaults_env_and_clinvk_hooks(tmp_path):
     assert settings["worker_class"] == "gthread"
     assert settings["bind"] == [f"{DEFAULTS.host}:{DEFAULTS.port}"]
     assert (settings["workers"], settings["threads"]) == (DEFAULTS.workers, DEFAULTS.threads)
-    assert settings["graceful_timeout"] == GRACEFUL_TIMEOUT_DEFAULT
+    assert settings["graceful_timeout"] == DEFAULTS.shutdown_grace_secs + 4, "the grace + time to end the runs"
     assert settings["keepalive"] == DEFAULTS.idle_timeout_secs
     assert settings["worker_tmp_dir"] == "/dev/shm"
     assert settings["accesslog"] == "-"
@@ -503,7 +504,7 @@ def test_gunicorn_config_defaults_env_and_clinvk_hooks(tmp_path):
         assert settings[hook] == f"clinvk.gunicorn_hooks.{hook}", f"{hook}: reuse clinvk's hook"
 
     env.update({"CLINVK_BIND": "127.0.0.1:9001, unix:/tmp/x.sock", "CLINVK_WORKERS": "3",
-                "CLINVK_THREADS": "16", "CLINVK_GRACEFUL_TIMEOUT": "12"})
+                "CLINVK_THREADS": "16", "CLINVK_SERVER__SHUTDOWN_GRACE_SECS": "8"})
     settings = gunicorn_settings(env)
     assert settings["bind"] == ["127.0.0.1:9001", "unix:/tmp/x.sock"]
     assert (settings["workers"], settings["threads"], settings["graceful_timeout"]) == (3, 16, 12)
@@ -538,7 +539,8 @@ def test_sigterm_during_runs_ends_them_and_exits_0(tmp_path):
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
-    env.update({"PYTHON": sys.executable, "CLINVK_GRACEFUL_TIMEOUT": "4", "NOTIFY_SOCKET": str(notify_path),
+    env.update({"PYTHON": sys.executable, "CLINVK_SERVER__SHUTDOWN_GRACE_SECS": "1",
+                "NOTIFY_SOCKET": str(notify_path),
                 "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom" / "sub")})
     server = Gunicorn(tmp_path, env, argv=[str(DEPLOY / "entrypoint.sh")])
     try:
@@ -619,8 +621,8 @@ def test_systemd_unit_settings_fit_gunicorn_and_the_clis():
     assert service["Type"] == "notify"
     assert service["KillMode"] == "mixed", "SIGTERM to the master, SIGKILL to what is left (CLIs too)"
     env = dict(value.split("=", 1) for value in unit_values("Environment"))
-    graceful = int(env.get("CLINVK_GRACEFUL_TIMEOUT", GRACEFUL_TIMEOUT_DEFAULT))
-    assert int(service["TimeoutStopSec"]) > graceful, "systemd must not SIGKILL before clinvk ends the runs"
+    stop_within = int(env.get("CLINVK_SERVER__SHUTDOWN_GRACE_SECS", DEFAULTS.shutdown_grace_secs)) + 5
+    assert int(service["TimeoutStopSec"]) > stop_within, "systemd must not SIGKILL before clinvk ends the runs"
     assert "MemoryDenyWriteExecute" not in "\n".join(line.split("#")[0] for line in
                                                       (DEPLOY / "clinvk.service").read_text().splitlines())
     assert service["ProtectSystem"] == "strict"
@@ -702,7 +704,7 @@ def test_launchd_plist_is_valid_and_its_command_serves(tmp_path):
         job = plistlib.load(f)
     assert job["Label"] == "com.clinvk.server" == (DEPLOY / "com.clinvk.server.plist").stem
     assert job["RunAtLoad"] is True and job["KeepAlive"] is True
-    assert job["ExitTimeOut"] > GRACEFUL_TIMEOUT_DEFAULT, "launchd must not SIGKILL before clinvk ends runs"
+    assert job["ExitTimeOut"] > STOP_WITHIN_DEFAULT, "launchd must not SIGKILL before clinvk ends runs"
     program, *args = job["ProgramArguments"]
     assert program.startswith("/") and program.endswith("/clinvk")
     assert args[:1] == ["serve"] and "PATH" in job["EnvironmentVariables"]

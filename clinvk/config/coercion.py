@@ -190,6 +190,7 @@ _RULES: dict[str, _Rule] = {
     "jobs.timeout_secs": _positive(),
     "jobs.max_active_per_tenant": _at_least(1),
     "jobs.heartbeat_secs": _positive("a number"),
+    "server.shutdown_grace_secs": _at_least(0),
 }
 # Checked for each element of a list; the error names the index (server.trusted_proxies[1]).
 _ITEM_RULES: dict[str, _Rule] = {

@@ -118,6 +118,7 @@ class ServerConfig:
     max_concurrent_runs: int = 16
     max_queued_runs: int = 64
     queue_timeout_secs: float = 30.0
+    shutdown_grace_secs: int = 10  # on SIGTERM, runs may finish this long before their CLIs are ended
 
 
 @dataclass

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import ServiceError
+from ..errors import ServiceError, ShuttingDown
 from ..events import DONE, ERROR, Event, RunResult
 from ..gate import GateFull
 from ..lifecycle import CancelToken, PreparedRun, StreamingRun
@@ -223,7 +223,7 @@ class ParallelStream:
     def _stream(self, index: int, task: PreparedRun) -> RunResult | None:
         try:
             run = task.start_stream()  # takes a gate slot and spawns the CLI
-        except (GateFull, ServiceError) as exc:
+        except (GateFull, ServiceError, ShuttingDown) as exc:
             return RunResult(task.backend.name, exit_code=1, error=str(exc))
         with self._lock:
             self._runs[index] = run

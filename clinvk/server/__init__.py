@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 from flask import Flask
@@ -13,6 +12,7 @@ from ..apikeys import ApiKeys
 from ..config import Config, load_config
 from ..gate import SharedGate
 from ..jobs.runner import JobRunner
+from ..rundir import server_run_dir
 from ..service import Service
 from ..sessions import SessionStore
 from ..warm.pool import WarmPool, register_shutdown
@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 def gate_dir(config: Config):
     """Where the run slots of this server (host:port) live, shared by all its gunicorn workers."""
-    name = re.sub(r"[^A-Za-z0-9.-]", "_", f"{config.server.host}-{config.server.port}")
-    return config.home / "run" / name / "gate"
+    return server_run_dir(config) / "gate"
 
 
 def start_jobs(service: Service) -> JobRunner:

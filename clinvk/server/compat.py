@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterable, Iterator
 from flask import Response, jsonify
 from marshmallow import Schema
 
+from .. import runner
 from ..config import BACKEND_NAMES
+from ..lifecycle import SHUTTING_DOWN
 from ..events import Event, RunResult, TokenUsage
 from ..service import PreparedRun, PromptRequest, ServiceError, StreamingRun
 from .http import bodies
@@ -156,7 +158,8 @@ def run_failure(result: RunResult | None) -> ApiError | None:
         return ApiError(504, f"{result.backend} did not finish within {timeout} s (server.request_timeout_secs)",
                         headers=NO_RETRY)
     if result.cancelled:
-        return ApiError(503, result.error or f"{result.backend} run was cancelled", headers=NO_RETRY)
+        return ApiError(503, result.error or f"{result.backend} run was cancelled", headers=NO_RETRY,
+                        code=SHUTTING_DOWN if runner.stopping() else None)
     return ApiError(502, f"{result.backend} run failed: {result.error or f'exit status {result.exit_code}'}",
                     code="backend_failed", headers=NO_RETRY)
 
@@ -175,7 +178,7 @@ def answer(model: str, conversation: Conversation, *, stream: bool, body: Callab
     prepared = prepare(model, conversation, stream=stream, system_field=system_field)
     if stream:
         run = start_stream(prepared)
-        return stream_response(frames(run), "text/event-stream", run.close, failed)
+        return stream_response(frames(run), "text/event-stream", run.close, failed, run.cancel)
     return jsonify(body(execute(prepared)))
 
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,8 @@ from ..events import TokenUsage
 from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status,
                     derive_title, format_time, parse_time, utc_now)
 from .sqlite_records import SCHEMA as RECORDS_SCHEMA, SqliteRecords
-from .store import SessionStore
+
+from .store import SessionStore, TurnLease
 
 SCHEMA_VERSION = 1  # stored in PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT_MS = 15_000  # wait this long for another process's write lock before "database is locked"
@@ -41,6 +43,11 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS sessions_last_used ON sessions (last_used, id)",
     "CREATE INDEX IF NOT EXISTS sessions_backend_last_used ON sessions (backend, last_used, id)",
     "CREATE INDEX IF NOT EXISTS sessions_status_last_used ON sessions (status, last_used, id)",
+]
+# Who runs a session's turn now (see SessionStore.acquire_turn); a row exists only while a turn runs.
+_TURN_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS session_turns (
+        session_id TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL)""",
 ]
 
 
@@ -83,7 +90,7 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: schema version {version} is newer than this clinvk's"
                                    f" ({SCHEMA_VERSION})")
-            for statement in _SCHEMA:
+            for statement in _SCHEMA + _TURN_SCHEMA:
                 conn.execute(statement)
             for statement in RECORDS_SCHEMA:  # jobs, their events, stored responses: added tables only
                 conn.execute(statement)
@@ -258,6 +265,32 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
         row = self._conn().execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
                                    " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
         return row_to_session(row) if row else None
+
+    def acquire_turn(self, session_id: str, holder: str, ttl_secs: float, *,
+                     replacing: str | None = None) -> TurnLease:
+        now = time.time()
+        conn = self._conn()
+        # One statement, its own transaction: a row comes back only when the turn was taken.
+        row = conn.execute(
+            "INSERT INTO session_turns (session_id, holder, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+            " WHERE session_turns.expires_at < ? OR session_turns.holder IN (excluded.holder, ?)"
+            " RETURNING holder, expires_at",
+            (session_id, holder, now + ttl_secs, now, replacing)).fetchone()
+        if row is None:  # held by another: who, until when (it may have ended meanwhile: then say so)
+            row = conn.execute("SELECT holder, expires_at FROM session_turns WHERE session_id = ?",
+                               (session_id,)).fetchone()
+            if row is None:
+                return self.acquire_turn(session_id, holder, ttl_secs)
+        return TurnLease(session_id, row["holder"], row["expires_at"])
+
+    def renew_turn(self, session_id: str, holder: str, ttl_secs: float) -> bool:
+        cur = self._conn().execute("UPDATE session_turns SET expires_at = ? WHERE session_id = ? AND holder = ?",
+                                   (time.time() + ttl_secs, session_id, holder))
+        return cur.rowcount == 1
+
+    def release_turn(self, session_id: str, holder: str) -> None:
+        self._conn().execute("DELETE FROM session_turns WHERE session_id = ? AND holder = ?", (session_id, holder))
 
     def check(self) -> None:
         """Raise if the store is unusable (file gone, unreadable, not a clinvk database)."""

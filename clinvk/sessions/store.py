@@ -8,9 +8,19 @@ the same methods. ``get``/``delete`` take a full id or a unique prefix and raise
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from ..events import TokenUsage
 from .model import Session
+
+
+@dataclass(frozen=True)
+class TurnLease:
+    """Who holds a session's turn (an opaque holder id) and until when (Unix time, seconds)."""
+
+    session_id: str
+    holder: str
+    expires_at: float
 
 
 class SessionStore(ABC):
@@ -63,3 +73,24 @@ class SessionStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release this process's resources (connections)."""
+
+    # -- one turn at a time: a lease per session ----------------------------------------------------
+    # A turn runs the CLI on the session's backend transcript; two at once would fork it. The holder
+    # renews its lease while the turn runs; an expired lease is free to take. One conditional write
+    # each (SQL: an upsert/UPDATE with "WHERE expires_at < now OR holder = ..."), so any store shared
+    # by several processes or hosts can implement it.
+
+    @abstractmethod
+    def acquire_turn(self, session_id: str, holder: str, ttl_secs: float, *,
+                     replacing: str | None = None) -> TurnLease:
+        """Take the turn of ``session_id`` for ``ttl_secs`` if it is free, expired, already
+        ``holder``'s, or held by ``replacing`` (a holder known to be dead). Returns the lease as it
+        now stands: ``lease.holder == holder`` when taken, else the other holder's lease."""
+
+    @abstractmethod
+    def renew_turn(self, session_id: str, holder: str, ttl_secs: float) -> bool:
+        """Extend ``holder``'s lease to now + ``ttl_secs``; False if it no longer holds it."""
+
+    @abstractmethod
+    def release_turn(self, session_id: str, holder: str) -> None:
+        """Give the turn back (nothing happens if ``holder`` does not hold it)."""

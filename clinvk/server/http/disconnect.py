@@ -1,9 +1,11 @@
-"""End a non-streaming run when its client hangs up.
+"""End a run when its client hangs up, whether the response is a plain answer or a stream.
 
-WSGI tells a view nothing when the client leaves: a stream notices on its next write, but a
-plain request would keep its CLI running until ``request_timeout_secs``. Under gunicorn the
-request's socket is ``environ["gunicorn.socket"]``; one watcher thread per worker process waits
-(epoll, no polling) for the peer to hang up on any watched socket and cancels that run.
+WSGI tells a view nothing when the client leaves: a stream would notice only on its next write (a
+keep-alive tick, 15 s by default, or longer), and a plain request would keep its CLI running until
+``request_timeout_secs``. Under gunicorn the request's socket is ``environ["gunicorn.socket"]``
+(behind nginx: the proxy's upstream connection, which nginx closes when its client leaves); one
+watcher thread per worker process waits (epoll, no polling) for the peer to hang up on any watched
+socket and calls that request's cancel function.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import select
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from flask import request
 
@@ -21,12 +23,15 @@ from ...service import CancelToken
 
 # Peer hang-ups only: edge-triggered and without EPOLLIN, so pipelined bytes wake nobody.
 EVENTS = select.EPOLLRDHUP | select.EPOLLET
+REASON = "the client disconnected"
+
+Cancel = Callable[[str], None]
 
 
 class DisconnectWatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watched: dict[int, tuple[socket.socket, CancelToken]] = {}
+        self._watched: dict[int, tuple[socket.socket, Cancel]] = {}
         self._epoll: select.epoll | None = None
         self._pid = 0
 
@@ -40,27 +45,38 @@ class DisconnectWatcher:
                              daemon=True).start()
         return self._epoll
 
-    @contextmanager
-    def watch(self, sock: socket.socket | None) -> Iterator[CancelToken]:
-        """A token that is cancelled if the peer of ``sock`` hangs up while the block runs."""
-        token = CancelToken()
+    def add(self, sock: socket.socket | None, cancel: Cancel) -> Callable[[], None]:
+        """Call ``cancel(reason)`` if the peer of ``sock`` hangs up; returns the (idempotent) function
+        that stops watching, to be called before the socket is closed or reused."""
         if sock is None:
-            yield token
-            return
+            return lambda: None
         with self._lock:
             epoll = self._poller()
             fd = sock.fileno()
-            self._watched[fd] = (sock, token)
+            self._watched[fd] = (sock, cancel)
             epoll.register(fd, EVENTS)
-        try:
-            yield token
-        finally:
+
+        def forget() -> None:
             with self._lock:
-                self._watched.pop(fd, None)
+                if self._watched.get(fd, (None, None))[1] is not cancel:
+                    return
+                del self._watched[fd]
                 try:
                     epoll.unregister(fd)
                 except OSError:
                     pass
+
+        return forget
+
+    @contextmanager
+    def watch(self, sock: socket.socket | None) -> Iterator[CancelToken]:
+        """A token that is cancelled if the peer of ``sock`` hangs up while the block runs."""
+        token = CancelToken()
+        forget = self.add(sock, token.cancel)
+        try:
+            yield token
+        finally:
+            forget()
 
     def _run(self, epoll: select.epoll) -> None:
         while True:
@@ -69,7 +85,7 @@ class DisconnectWatcher:
                     entry = self._watched.get(fd)
                 if entry and _hung_up(entry[0]):
                     # cancel() waits for the CLI to end: not on this thread, which serves every request.
-                    threading.Thread(target=entry[1].cancel, args=("the client disconnected",),
+                    threading.Thread(target=entry[1], args=(REASON,), name="clinvk-client-gone",
                                      daemon=True).start()
 
 
@@ -89,3 +105,9 @@ _WATCHER = DisconnectWatcher()
 def client_gone_token():
     """Context manager: a :class:`CancelToken` tied to the current request's client connection."""
     return _WATCHER.watch(request.environ.get("gunicorn.socket"))
+
+
+def on_client_gone(cancel: Cancel) -> Callable[[], None]:
+    """Call ``cancel(reason)`` when the current request's client hangs up, until the returned
+    function is called (a stream: when its response is closed)."""
+    return _WATCHER.add(request.environ.get("gunicorn.socket"), cancel)

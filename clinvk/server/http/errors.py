@@ -18,7 +18,9 @@ from flask import Blueprint, Flask, Response, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from ...errors import ShuttingDown
 from ...gate import GateFull
+from ...lifecycle import SHUTTING_DOWN
 from ...service import ServiceError
 from ...specs import flatten_validation
 
@@ -71,7 +73,8 @@ def service_error(exc: ServiceError, fields: Callable[[str], str | None]) -> Api
     """The service's refusal, its field named as the request names it (``fields``: service → request)."""
     field = fields(exc.field) if exc.field else None
     return ApiError(exc.status, exc.message, code=exc.code,
-                    errors=[{"field": field, "message": exc.message}] if field else None)
+                    errors=[{"field": field, "message": exc.message}] if field else None,
+                    headers=dict(getattr(exc, "headers", {})))
 
 
 # Exceptions raised by libraries (the rate limiter, the body reader) that a plumbing module knows how
@@ -92,6 +95,12 @@ def converts(kind: type[BaseException]):
 @converts(GateFull)
 def _gate_full(exc: GateFull) -> ApiError:
     return ApiError(429, str(exc), code="too_many_requests", headers={"Retry-After": str(exc.retry_after)})
+
+
+@converts(ShuttingDown)
+def _shutting_down(exc: ShuttingDown) -> ApiError:
+    # Another instance (the next one of a rolling deploy) may take the request at once.
+    return ApiError(503, str(exc), code=SHUTTING_DOWN, headers={"Retry-After": "1"})
 
 
 @converts(HTTPException)

@@ -66,5 +66,6 @@ def sse_frame(item: tuple[int, dict] | None) -> str:
 
 def respond(items: Iterator[tuple[int, dict] | None], sse: bool):
     frame = sse_frame if sse else ndjson_frame
+    # Leaving the stream never stops the job: nothing to close or cancel.
     return stream_response((frame(item) for item in items), SSE if sse else NDJSON, lambda: None,
-                           lambda error: [])
+                           lambda error: [], lambda reason: None)

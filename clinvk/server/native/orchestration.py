@@ -20,7 +20,7 @@ compare_schema = schemas.CompareRequestSchema()
 
 
 def respond(run: ParallelStream):
-    return stream.respond(run.events, run.close)
+    return stream.respond(run)
 
 
 @bp.post("/parallel")

@@ -4,11 +4,13 @@ silent, ``done`` last. A stream that fails after it started ends with an ``error
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from flask import Response
 
 from ...events import Event
+from ...lifecycle import StreamingRun
+from ...orchestration import ParallelStream
 from ..http.context import settings
 from ..http.errors import ApiError
 from ..http.streaming import stream_response
@@ -39,8 +41,9 @@ def failed(error: ApiError, backend: str = "", session_id: str | None = None) ->
     return lines
 
 
-def respond(events: Callable[[float], Iterable[Event | dict[str, Any] | None]], close: Callable[[], None],
+def respond(run: StreamingRun | ParallelStream,
             on_error: Callable[[ApiError], list[str]] = failed) -> Response:
-    """An NDJSON response of ``events(keepalive_secs)``; ``close`` ends the run(s) behind it."""
-    lines = (ndjson(item) for item in events(settings().keepalive_interval_secs))
-    return stream_response(lines, MIMETYPE, close, on_error)
+    """An NDJSON response of the run's ``events(keepalive_secs)``; ``run.close()`` ends the run(s)
+    behind it, ``run.cancel(reason)`` when the client hangs up."""
+    lines = (ndjson(item) for item in run.events(settings().keepalive_interval_secs))
+    return stream_response(lines, MIMETYPE, run.close, on_error, run.cancel)

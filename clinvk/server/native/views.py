@@ -50,7 +50,13 @@ def prompt():
             application/x-ndjson:
               schema: StreamEventSchema
         404: {description: Unknown session_id, content: {application/problem+json: {schema: ProblemSchema}}}
-        409: {description: Session cannot be continued, content: {application/problem+json: {schema: ProblemSchema}}}
+        409:
+          description: The session cannot be continued (error `conflict`), or another turn of it is
+            running (error `session_busy`, with `Retry-After` in seconds; one turn at a time per
+            session, across all workers).
+          headers:
+            Retry-After: {description: Seconds to wait before sending the turn again (session_busy), schema: {type: integer}}
+          content: {application/problem+json: {schema: ProblemSchema}}
         422: {description: Invalid request, content: {application/problem+json: {schema: ProblemSchema}}}
         429: {description: Server busy or rate limited, content: {application/problem+json: {schema: ProblemSchema}}}
         503: {description: Backend not available, content: {application/problem+json: {schema: ProblemSchema}}}
@@ -58,8 +64,7 @@ def prompt():
     prepared = service().prepare(load(prompt_schema))
     if prepared.stream:
         run = prepared.start_stream()
-        return stream.respond(run.events, run.close,
-                              lambda error: stream.failed(error, prepared.backend.name, prepared.session_id))
+        return stream.respond(run, lambda error: stream.failed(error, prepared.backend.name, prepared.session_id))
     with client_gone_token() as cancel:
         result = prepared.execute(cancel)
     return jsonify(result_body(result, prepared.session_id, prepared.notes))

@@ -136,7 +136,7 @@ class ResponseTurn:
         run = compat.start_stream(self.prepared)
         events = ResponseEvents(lambda status, text: self.body(status, text), self.item_id,
                                 lambda text: self.finished(run.result, text))
-        return stream_response(events.frames(run), "text/event-stream", run.close, events.failed)
+        return stream_response(events.frames(run), "text/event-stream", run.close, events.failed, run.cancel)
 
 
 def usage(result: RunResult, chat: Conversation) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""One turn at a time per session, across threads, gunicorn workers and hosts sharing a store.
+
+:meth:`TurnLeases.hold` takes the session's turn lease from the store (:meth:`SessionStore.acquire_turn`)
+or raises :class:`~clinvk.errors.SessionBusy` (HTTP 409 ``session_busy`` with ``Retry-After``). While
+held, one thread per process renews every lease of that process; a lease ends when the turn ends.
+
+A turn whose process died does not block its session: its lease expires after :data:`TTL_SECS`
+without renewal, and at once when the holder ran on this host and its process is gone (the holder id
+names host, pid and the process's start time, so a reused pid does not pass for the holder).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..errors import SessionBusy
+from ..grouprecord import start_time
+from .store import SessionStore
+
+log = logging.getLogger(__name__)
+
+TTL_SECS = 30.0
+RETRY_AFTER_SECS = 5  # a turn takes seconds to minutes; the client learns nothing better from us
+
+
+_process: tuple[int, str] = (0, "")  # (pid, "host:pid:start") of this process, once per fork
+
+
+def holder_id() -> str:
+    """A new holder id for one turn of this process: ``host:pid:start:token``."""
+    global _process
+    pid = os.getpid()
+    if _process[0] != pid:
+        _process = (pid, f"{socket.gethostname()}:{pid}:{start_time(pid) or 0}")
+    return f"{_process[1]}:{secrets.token_hex(6)}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """Whether ``holder`` ran on this host in a process that no longer exists (or was replaced)."""
+    try:
+        host, pid, began, _ = holder.rsplit(":", 3)
+        pid_number, began_number = int(pid), int(began)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or not began_number:
+        return False  # another host's process: only its lease's expiry tells
+    return start_time(pid_number) != began_number
+
+
+class TurnLeases:
+    def __init__(self, store: SessionStore, ttl_secs: float = TTL_SECS):
+        self.store = store
+        self.ttl_secs = ttl_secs
+        self._held: dict[tuple[str, str], None] = {}  # (session_id, holder) renewed by this process
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid = 0
+
+    @contextmanager
+    def hold(self, session_id: str) -> Iterator[None]:
+        """Hold the turn of ``session_id`` for the block; :class:`SessionBusy` if another turn holds it."""
+        holder = holder_id()
+        lease = self.store.acquire_turn(session_id, holder, self.ttl_secs)
+        if lease.holder != holder and holder_is_dead(lease.holder):
+            log.info("session %s: taking over the turn of %s, whose process is gone", session_id, lease.holder)
+            lease = self.store.acquire_turn(session_id, holder, self.ttl_secs, replacing=lease.holder)
+        if lease.holder != holder:
+            raise SessionBusy(f"session {session_id} is running another turn; send this one when it has "
+                              f"finished", "session_id", retry_after=RETRY_AFTER_SECS)
+        self._renew_in_background(session_id, holder)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop((session_id, holder), None)
+            try:
+                self.store.release_turn(session_id, holder)
+            except Exception:  # it expires on its own
+                log.exception("could not release the turn of session %s", session_id)
+
+    def _renew_in_background(self, session_id: str, holder: str) -> None:
+        with self._lock:
+            self._held[(session_id, holder)] = None
+            if self._pid != os.getpid():  # first use in this process (gunicorn forks workers)
+                self._pid = os.getpid()
+                threading.Thread(target=self._renew, name="clinvk-turn-leases", daemon=True).start()
+
+    def _renew(self) -> None:
+        while not self._wake.wait(self.ttl_secs / 3):
+            with self._lock:
+                held = list(self._held)
+            for session_id, holder in held:
+                try:
+                    if not self.store.renew_turn(session_id, holder, self.ttl_secs):
+                        log.warning("session %s: the turn lease of %s was lost", session_id, holder)
+                except Exception:
+                    log.exception("could not renew the turn lease of session %s", session_id)
