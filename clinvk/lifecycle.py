@@ -18,7 +18,7 @@ import logging
 import shlex
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -114,8 +114,10 @@ class RunLifecycle:
 
     @contextmanager
     def admit(self) -> Iterator[None]:
-        """Hold what a run needs before its CLI may start: a slot of the concurrency gate."""
-        with self.service.gate.slot():
+        """Hold what a run needs before its CLI may start: a slot of the tenant's own gate (if it has
+        one), then one of the server's concurrency gate."""
+        tenant_gate = self.service.tenant_gate()
+        with tenant_gate.slot() if tenant_gate is not None else nullcontext(), self.service.gate.slot():
             yield
 
     def open_session(self) -> None:
@@ -127,7 +129,7 @@ class RunLifecycle:
                 backend=prepared.backend.name, working_dir=prepared.spec.workdir, model=request.model or None,
                 initial_prompt=request.prompt,
                 tags=list(self.service.config.session.default_tags) + list(request.tags),
-                metadata=dict(request.metadata))
+                metadata=dict(request.metadata), owner=self.service.tenant.name)
 
     def launch(self) -> Invocation:
         """The process to start: argv, environment, working directory and stdin, all decided here."""

@@ -7,7 +7,7 @@ exit codes, config/service/store of a run), :mod:`.params` (option types), :mod:
 :mod:`.server` (``version``, ``serve``), :mod:`.output` (tables, progress).
 """
 
-from . import batch, prompt, server, sessions, settings  # noqa: F401  (each registers its commands)
+from . import batch, keys, prompt, server, sessions, settings  # noqa: F401  (each registers its commands)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

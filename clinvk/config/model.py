@@ -111,6 +111,31 @@ class ServerConfig:
     queue_timeout_secs: float = 30.0
 
 
+# A tenant's name: lowercase, so it reads the same in the YAML file and in CLINVK_TENANTS__NAME__KEY.
+TENANT_NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
+
+
+@dataclass
+class TenantConfig:
+    """One API key's owner (see clinvk.tenants). The key is only ever stored as its SHA-256 digest."""
+    name: str
+    key_sha256: str = ""  # "" = the key comes from CLINVK_API_KEYS / gopass as `name:key`
+    admin: bool = False  # sees and manages every tenant's sessions
+    allowed_workdir_prefixes: list[str] = field(default_factory=list)  # narrows server.allowed_workdir_prefixes
+    max_concurrent_runs: int = 0  # 0 = half the server's slots when there are several tenants
+    rate_limit_rps: int = 0  # 0 = server.rate_limit_rps (when server.rate_limit_enabled)
+    rate_limit_burst: int = 0  # 0 = server.rate_limit_burst
+
+
+SANDBOX_CHOICES = ("auto", "bwrap", "off")
+
+
+@dataclass
+class RunConfig:
+    """How each CLI process is isolated (clinvk.sandbox, clinvk.homes)."""
+    sandbox: str = "auto"  # auto = bubblewrap when a start-up probe shows it works, else off with a warning
+
+
 def default_home(env: Mapping[str, str]) -> Path:
     home = env.get("CLINVK_HOME")
     return Path(home).expanduser() if home else Path.home() / ".clinvk"
@@ -127,6 +152,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    tenants: dict[str, TenantConfig] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         # Callers can rely on all three backends being present.
@@ -150,8 +177,10 @@ class Config:
                              "unified_flags": dataclasses.asdict(self.unified_flags), "backends": {}}
         for name, b in self.backends.items():
             d["backends"][name] = {k: v for k, v in dataclasses.asdict(b).items() if k != "name"}
-        for section in ("session", "output", "parallel", "server"):
+        for section in ("session", "output", "parallel", "server", "run"):
             d[section] = dataclasses.asdict(getattr(self, section))
+        d["tenants"] = {name: {k: v for k, v in dataclasses.asdict(t).items() if k != "name"}
+                        for name, t in self.tenants.items()}
         if redact:
             d["server"]["api_keys"] = ["***" for _ in self.server.api_keys]
             d["server"]["rate_limit_storage_uri"] = redact_uri(self.server.rate_limit_storage_uri)
