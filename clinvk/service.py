@@ -20,6 +20,9 @@ from .config import BACKEND_NAMES, BackendConfig, Config
 from .errors import Conflict, NotFound, ServiceError, Unavailable
 from .events import RunResult
 from .gate import ConcurrencyGate, Gate, TenantGates
+from .homes import CliHomes
+from .sandbox import SandboxStatus
+from .sandbox import resolve as resolve_sandbox
 from .lifecycle import CancelToken, PreparedRun, StreamingRun
 from .sessions import Session, SessionStore, open_store
 from .specs import PromptRequest
@@ -67,6 +70,28 @@ class Service:
         self.observers: list[Callable[[str, str, float, str], None]] = []
         self.tenant: Tenant = local_tenant(config)
         self.tenant_gates = tenant_gates
+        self.homes = CliHomes(config.home)
+        # Raises SandboxUnavailable for run.sandbox: bwrap where bubblewrap cannot run.
+        self.sandbox: SandboxStatus = resolve_sandbox(config.run.sandbox)
+
+    def delete_session(self, session_id: str) -> Session:
+        """Delete one of this tenant's sessions (full id or prefix) and its CLI home."""
+        session = self.store.delete(session_id, owner=self.tenant.owner_filter)
+        self.homes.remove(session.id)
+        return session
+
+    def clean_sessions(self, older_than_days: float) -> int:
+        """Retention: delete sessions unused for this long, their homes, and homes left without a session."""
+        removed = self.store.clean(older_than_days)
+        self.homes.sweep(self._session_exists)
+        return removed
+
+    def _session_exists(self, session_id: str) -> bool:
+        try:
+            self.store.get(session_id)
+        except (LookupError, ValueError):
+            return False
+        return True
 
     def for_tenant(self, tenant: Tenant) -> "Service":
         """This service acting for ``tenant`` (a shallow copy: config, store, gates and caches are shared)."""

@@ -81,9 +81,9 @@ def sessions_show(obj: CliContext, session_id: str, as_json: bool) -> None:
 @click.argument("session_id")
 @pass_cli
 def sessions_delete(obj: CliContext, session_id: str) -> None:
-    """Delete one session (SESSION_ID: an id or a unique prefix)."""
+    """Delete one session and its CLI home (SESSION_ID: an id or a unique prefix)."""
     try:
-        session = obj.store().delete(session_id)
+        session = obj.service().delete_session(session_id)
     except (LookupError, ValueError) as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
     click.echo(f"Deleted session {session.id}.")
@@ -100,5 +100,5 @@ def sessions_clean(obj: CliContext, older_than: float | None) -> None:
         if config.session.retention_days <= 0:
             raise click.UsageError("session.retention_days is 0 (keep forever): give --older-than AGE")
         older_than = float(config.session.retention_days)
-    removed = obj.store().clean(older_than)
+    removed = obj.service().clean_sessions(older_than)
     click.echo(f"Deleted {removed} session(s) not used for {older_than:g} days.")

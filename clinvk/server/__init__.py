@@ -67,7 +67,7 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     app.extensions["clinvk.started"] = time.monotonic()
     if config.session.retention_days > 0:
         try:
-            removed = service.store.clean(config.session.retention_days)
+            removed = service.clean_sessions(config.session.retention_days)
             if removed:
                 log.info("removed %d sessions older than %d days", removed, config.session.retention_days)
         except Exception:

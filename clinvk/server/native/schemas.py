@@ -112,6 +112,12 @@ class SessionStoreHealthSchema(Schema):
     error = fields.String()
 
 
+class SandboxHealthSchema(Schema):
+    mode = fields.String(required=True, validate=validate.OneOf(("bwrap", "off")),
+                         metadata={"description": "`bwrap`: every CLI run is sandboxed with bubblewrap."})
+    reason = fields.String(required=True)
+
+
 class HealthResponseSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(("ok", "degraded", "unhealthy")))
     version = fields.String(required=True)
@@ -119,6 +125,7 @@ class HealthResponseSchema(Schema):
     uptime_millis = fields.Integer(required=True)
     backends = fields.List(fields.Nested(HealthBackendSchema), required=True)
     session_store = fields.Nested(SessionStoreHealthSchema, required=True)
+    sandbox = fields.Nested(SandboxHealthSchema, required=True)
 
 
 class ProblemFieldSchema(Schema):

@@ -151,7 +151,7 @@ def delete_session(session_id: str):
     """
     session = find_session(session_id)
     try:
-        service().store.delete(session.id)
+        service().delete_session(session.id)
     except LookupError as exc:  # deleted by someone else meanwhile
         raise ApiError(404, str(exc)) from None
     return jsonify({"deleted": True, "id": session.id})
