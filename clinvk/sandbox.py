@@ -141,10 +141,10 @@ def bwrap_argv(bwrap: str, invocation: Invocation, *, home: str | None, workdir:
         path = os.path.join("/etc", name)
         if os.path.lexists(path):
             argv += ["--ro-bind", path, path]
+    argv += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    # After /tmp: an install, home or workdir below /tmp must stay visible on top of the private tmpfs.
     for path in dict.fromkeys(read_only):
         argv += ["--ro-bind", path, path]
-    argv += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
-    # After /tmp: a home or workdir below /tmp must stay visible on top of the private tmpfs.
     for path in dict.fromkeys([p for p in (home, workdir, *read_write) if p]):
         argv += ["--bind", path, path]
     argv += ["--chdir", workdir, "--remount-ro", "/", "--", *invocation.argv]

@@ -4,6 +4,7 @@
 #   - the genuine claude / codex / gemini CLIs from npm (pinned), for the real-CLI end-to-end tests
 #   - redis-server (Debian), for the rate-limit tests across gunicorn workers (they start their own)
 #   - nginx, systemd-analyze, shellcheck, openssl (Debian) and hadolint (PyPI), for tests/test_deploy.py
+#   - bubblewrap (Debian), for the sandboxed runs (tests/test_sandbox.py, the real-CLI tests)
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k openai`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,15 @@ if [ -n "$deploy_pkgs" ]; then
         || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq $deploy_pkgs >/dev/null; }
 fi
 # The tests start their own nginx on free 127.0.0.1 ports; the Debian service is not needed.
+
+echo "== installing bubblewrap (Debian) for the sandbox tests"
+if ! command -v bwrap >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+        || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq bubblewrap >/dev/null; }
+fi
 
 echo "== installing the pinned backend CLIs (npm)"
 bash scripts/install-clis.sh
