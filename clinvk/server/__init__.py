@@ -63,6 +63,8 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     gate = SharedGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs, gate_dir(config))
     tenants = Tenants(config, api_keys.tenant_names())
     service = Service(config, store, gate, tenant_gates(config))
+    if config.run.sandbox == "auto" and not service.sandbox.active:
+        log.warning("CLI runs are not sandboxed: %s", service.sandbox.reason)
     app.extensions["clinvk.service"] = service
     app.extensions["clinvk.started"] = time.monotonic()
     if config.session.retention_days > 0:
