@@ -74,7 +74,8 @@ def main() -> int:
                                "env": realcli.offline_env(name, stubs[name].url, root / f"{name}-operator")}
                         for name in STUBS}
             services = {mode: Service(load_config(env={"CLINVK_HOME": str(root / f"state-{mode}")}, overrides={
-                "backends": backends, "run": {"sandbox": mode}, "server": {"request_timeout_secs": 120}}))
+                "backends": backends, "run": {"sandbox": mode},
+                "server": {"request_timeout_secs": 120, "blocked_workdir_prefixes": ["/proc"]}}))
                 for mode in ("off", "bwrap")}
             for name in STUBS:
                 samples: dict[str, list[float]] = {k: [] for k in (
