@@ -108,6 +108,12 @@ class CliHome:
     def state_dir(self) -> Path:
         return self.path / self.template.state_dir
 
+    def workdir(self) -> Path:
+        """The directory a run without a workdir runs in when sandboxed (the same on every turn)."""
+        path = self.path / "work"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
     def env(self) -> dict[str, str]:
         """The variables that put the CLI in this home (merged over the backend's environment)."""
         template = self.template

@@ -152,6 +152,9 @@ class RunLifecycle:
         if self.home is not None:
             invocation = dataclasses.replace(invocation, env={**invocation.env, **self.home.env()})
         if sandboxed:
+            if not invocation.cwd and self.home is not None:
+                # Never the server's own directory (it may hold the state dir): an empty one of the home.
+                invocation = dataclasses.replace(invocation, cwd=str(self.home.workdir()))
             invocation = sandbox.wrap(invocation, home=str(self.home.path) if self.home else None,
                                       extra_rw=self.home.binds if self.home else [])
         return invocation

@@ -90,17 +90,20 @@ class SandboxUnavailable(RuntimeError):
     """``run.sandbox: bwrap`` on a machine where bubblewrap cannot run."""
 
 
-def install_root(executable: str) -> str | None:
-    """The directory that holds a CLI's install: the common parent of the command on PATH and the
-    file it links to (an npm prefix: ``<prefix>/bin/claude`` → ``<prefix>/lib/node_modules/...``).
-    None when it is part of the system (under /usr)."""
+def install_roots(executable: str) -> list[str]:
+    """The directories that hold a CLI's install: the common parent of the command on PATH and the
+    file it links to (an npm prefix: ``<prefix>/bin/claude`` → ``<prefix>/lib/node_modules/...``), or
+    both directories apart when that parent would be a top-level directory or the service user's
+    home (or above it). Nothing when it is part of the system (under /usr)."""
     real = os.path.realpath(executable)
     if real.startswith(SYSTEM_PREFIXES):
-        return None
-    root = os.path.commonpath([os.path.dirname(os.path.abspath(executable)), os.path.dirname(real)])
-    if root in ("/", "") or os.path.dirname(root) == "/":  # never a whole top-level directory
-        root = os.path.dirname(real)
-    return root
+        return []
+    here, there = os.path.dirname(os.path.abspath(executable)), os.path.dirname(real)
+    root = os.path.commonpath([here, there])
+    home = os.path.realpath(os.path.expanduser("~"))
+    if os.path.dirname(root) in ("/", "") or root == "/" or home == root or home.startswith(root + os.sep):
+        return [d for d in dict.fromkeys((here, there)) if not d.startswith(SYSTEM_PREFIXES)]
+    return [root]
 
 
 def interpreter_root(executable: str, path: str | None) -> str | None:
@@ -157,7 +160,8 @@ def wrap(invocation: Invocation, *, home: str | None, extra_rw: list[str]) -> In
     path = invocation.env.get("PATH")
     bwrap = shutil.which("bwrap", path=path) or shutil.which("bwrap") or "bwrap"
     executable = invocation.argv[0]
-    read_only = [p for p in (install_root(executable), interpreter_root(executable, path)) if p]
+    interpreter = interpreter_root(executable, path)
+    read_only = install_roots(executable) + ([interpreter] if interpreter else [])
     workdir = invocation.cwd or os.getcwd()
     argv = bwrap_argv(bwrap, invocation, home=home, workdir=workdir, read_only=read_only, read_write=extra_rw)
     return dataclasses.replace(invocation, argv=argv, cwd=workdir)

@@ -110,6 +110,12 @@ def test_a_sandboxed_cli_reaches_only_its_home_and_workdir(make_config, clinvk_h
     assert not (outside / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
     assert not any(path.exists() for path in escapes.values())
 
+    # without a workdir, a sandboxed run gets an empty directory of its home, never the server's own
+    body = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "d"}).json
+    assert report(body)["write-workdir"] == "ok"
+    assert (clinvk_home / "homes" / body["session_id"] / "work" / "written.txt").exists()
+    assert not (Path.cwd() / "written.txt").exists()
+
     # the same CLI without the sandbox reaches all of it: the probe does detect access
     client = create_app(make_config(run={"sandbox": "off"},
                                     backends={"claude": {"command": str(probe_cli), "env": env}})).test_client()
@@ -139,9 +145,19 @@ def test_health_says_runs_are_not_sandboxed(client):
     assert client.get("/health").json["sandbox"] == {"mode": "off", "reason": "run.sandbox is off"}
 
 
-def test_install_roots():
-    assert sandbox.install_root("/usr/bin/node") is None
+def test_install_roots(tmp_path):
+    assert sandbox.install_roots("/usr/bin/node") == []
     assert sandbox.interpreter_root("/bin/sh", "/usr/bin") is None
+    prefix = tmp_path / "npm"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "lib" / "pkg").mkdir(parents=True)
+    (prefix / "lib" / "pkg" / "cli.js").write_text("#!/usr/bin/env node\n")
+    (prefix / "bin" / "cli").symlink_to(prefix / "lib" / "pkg" / "cli.js")
+    assert sandbox.install_roots(str(prefix / "bin" / "cli")) == [str(prefix)]
+    # never the service user's whole home, even when the link crosses it
+    home = Path.home()
+    spread = sandbox.install_roots(str(home / ".no-such-bin" / "cli"))
+    assert str(home) not in spread and all(p.startswith(str(home) + "/") for p in spread)
 
 
 def test_sandbox_argv_has_no_new_session_and_hides_the_state_dir(tmp_path):
