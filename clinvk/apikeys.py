@@ -7,6 +7,10 @@ failure at startup is an error that stops the server: silently running without k
 an API meant to be protected open to anyone. The gopass keys are read again every 5 minutes so a
 rotated key takes effect without a restart; a failed re-read keeps the keys in use and is logged.
 
+Each key belongs to a tenant (:mod:`clinvk.tenants`): an entry written ``name:key`` names it, a bare
+key's tenant is named after its digest (:func:`key_id`). The config file adds keys as
+``tenants.<name>.key_sha256`` digests (``clinvk keys add``); they count whichever other source is used.
+
 Only SHA-256 digests of the keys are kept. Every presented key is compared with every configured
 one (:func:`hmac.compare_digest` on digests of equal length), so neither the position of the
 matching key nor a common prefix shows in the response time.
@@ -26,6 +30,7 @@ import threading
 import time
 
 from .config import Config
+from .tenants import split_key_entry
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +86,24 @@ def load_from_gopass(path: str, *, timeout: float = GOPASS_TIMEOUT_SECS, env: di
     return keys
 
 
+def entry_digest(entry: str) -> tuple[bytes, str]:
+    """(SHA-256 of the key, its tenant's name) for a ``name:key`` or bare key entry."""
+    name, key = split_key_entry(entry)
+    return hashlib.sha256(key.encode("utf-8")).digest(), name or key_id(key)
+
+
 class ApiKeys:
     """The configured keys. Falsy when auth is off (no key configured)."""
 
     def __init__(self, keys: list[str] | None = None, gopass_path: str = "", *,
+                 digests: dict[str, str] | None = None,
                  refresh_secs: float = REFRESH_SECS, timeout: float = GOPASS_TIMEOUT_SECS):
+        """``digests``: tenant name → hex SHA-256 of its key, from the config file."""
         self.gopass_path = "" if keys else gopass_path
         self.refresh_secs = refresh_secs
         self.timeout = timeout
-        self._digests: list[tuple[bytes, str]] = []
+        self._file = [(bytes.fromhex(d), name) for name, d in (digests or {}).items() if d]
+        self._digests: list[tuple[bytes, str]] = list(self._file)
         self._lock = threading.Lock()
         self._refreshing = False
         self._next_refresh = float("inf")
@@ -98,17 +112,24 @@ class ApiKeys:
         elif gopass_path:
             self._set(load_from_gopass(gopass_path, timeout=timeout))
             self._next_refresh = time.monotonic() + refresh_secs
-            log.info("loaded %d API key(s) from gopass entry %s", len(self._digests), gopass_path)
+            log.info("loaded %d API key(s) from gopass entry %s", len(self._digests) - len(self._file), gopass_path)
 
     @classmethod
     def from_config(cls, config: Config) -> "ApiKeys":
-        return cls(list(config.server.api_keys), config.server.api_keys_gopass_path)
+        return cls(list(config.server.api_keys), config.server.api_keys_gopass_path,
+                   digests={name: t.key_sha256 for name, t in config.tenants.items() if t.key_sha256})
 
     @property
     def source(self) -> str:
         if not self._digests:
             return "none"
+        if len(self._digests) == len(self._file):
+            return "config file"
         return f"gopass:{self.gopass_path}" if self.gopass_path else "CLINVK_API_KEYS"
+
+    def tenant_names(self) -> set[str]:
+        """The names of the tenants that hold a key."""
+        return {name for _, name in self._digests}
 
     def __bool__(self) -> bool:
         return bool(self._digests)
@@ -117,10 +138,10 @@ class ApiKeys:
         return len(self._digests)
 
     def _set(self, keys: list[str]) -> None:
-        self._digests = [(hashlib.sha256(k.encode("utf-8")).digest(), key_id(k)) for k in dict.fromkeys(keys)]
+        self._digests = [entry_digest(k) for k in dict.fromkeys(keys)] + self._file
 
     def match(self, presented: str) -> str | None:
-        """The id of the key ``presented`` equals, or None. Constant time over all keys."""
+        """The tenant name of the key ``presented`` equals, or None. Constant time over all keys."""
         self._maybe_refresh()
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         found = None

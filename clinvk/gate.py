@@ -11,6 +11,9 @@ Two implementations with one interface (``acquire()``, ``release()``, ``slot()``
   A waiter sleeps in short steps (2 ms doubling to 50 ms) and is woken at once by a release in its
   own process; a release in another worker is seen at the next step.
 
+:class:`TenantGates` gives each tenant a gate of its own (its share of the slots), taken before the
+server's, so a tenant waiting for its own slot never holds one of the server's.
+
 ``running`` and ``queued`` are this process's own counts; ``listeners`` are called with them after
 each change (the metrics keep per-worker gauges that prometheus sums across workers).
 """
@@ -43,7 +46,9 @@ class GateFull(Exception):
 
 
 class Gate(ABC):
-    def __init__(self, limit: int, max_queued: int, queue_timeout: float):
+    def __init__(self, limit: int, max_queued: int, queue_timeout: float, label: str = "server busy"):
+        """``label`` starts the refusal message: whose slots these are."""
+        self.label = label
         self.limit = limit
         self.max_queued = max_queued
         self.queue_timeout = queue_timeout
@@ -71,7 +76,7 @@ class Gate(ABC):
         return max(1, int(min(self.queue_timeout, 3600)))
 
     def _busy(self, where: str) -> GateFull:
-        return GateFull(f"server busy: all {self.limit} run slots are taken and {where}",
+        return GateFull(f"{self.label}: all {self.limit} run slots are taken and {where}",
                         retry_after=self._retry_after())
 
     def _changed(self) -> None:
@@ -89,8 +94,8 @@ class ConcurrencyGate(Gate):
     unbounded pile of 200 MB CLI processes.
     """
 
-    def __init__(self, limit: int, max_queued: int, queue_timeout: float):
-        super().__init__(limit, max_queued, queue_timeout)
+    def __init__(self, limit: int, max_queued: int, queue_timeout: float, label: str = "server busy"):
+        super().__init__(limit, max_queued, queue_timeout, label)
         self._cond = threading.Condition()
 
     def acquire(self) -> None:
@@ -172,8 +177,9 @@ class _LockFiles:
 class SharedGate(Gate):
     """The gate of one server, shared by all its worker processes through lock files in ``directory``."""
 
-    def __init__(self, limit: int, max_queued: int, queue_timeout: float, directory: str | os.PathLike[str]):
-        super().__init__(limit, max_queued, queue_timeout)
+    def __init__(self, limit: int, max_queued: int, queue_timeout: float, directory: str | os.PathLike[str],
+                 label: str = "server busy"):
+        super().__init__(limit, max_queued, queue_timeout, label)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._cond = threading.Condition()
@@ -240,3 +246,27 @@ class SharedGate(Gate):
             self.running -= 1
             self._changed()
             self._cond.notify()
+
+
+class TenantGates:
+    """One gate per tenant whose cap is below the server's, made on first use by ``make(name, limit)``."""
+
+    def __init__(self, make: Callable[[str, int], Gate], server_limit: int):
+        self.make = make
+        self.server_limit = server_limit
+        self._gates: dict[tuple[str, int], Gate] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, limit: int) -> Gate | None:
+        """The tenant's gate; None when its cap is the server's own (the server's gate is enough)."""
+        if limit >= self.server_limit:
+            return None
+        with self._lock:
+            gate = self._gates.get((name, limit))
+            if gate is None:
+                gate = self._gates[(name, limit)] = self.make(name, limit)
+            return gate
+
+
+def tenant_label(name: str) -> str:
+    return f"tenant {name!r} at its limit (tenants.{name}.max_concurrent_runs)"

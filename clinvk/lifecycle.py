@@ -27,6 +27,8 @@ from .backends.base import ParsedOutput
 from . import runner
 from .errors import ShuttingDown, Unavailable
 from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
+from .homes import CliHome
+from . import sandbox
 from .runner import ProcessOutcome, RunningProcess, StartError
 from .sessions import Session
 from .specs import PromptRequest
@@ -114,18 +116,24 @@ class RunLifecycle:
         self.prepared = prepared
         self.service = prepared.service
         self._admitted: ExitStack | None = None  # what admit() holds, while it holds it
+        self.home: CliHome | None = None
+        self.launched: Invocation | None = None
 
     # -- stages ------------------------------------------------------------------------------------
 
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold what a run needs before its CLI may start: the session's turn (a continued session;
-        :class:`~clinvk.errors.SessionBusy` while another turn runs), then a slot of the concurrency
-        gate. A new session's turn is added by :meth:`open_session`."""
+        :class:`~clinvk.errors.SessionBusy` while another turn runs), then a slot of the tenant's own
+        gate (if it has one), then one of the server's concurrency gate. A new session's turn is added
+        by :meth:`open_session`."""
         with ExitStack() as held:
             session = self.prepared.session
             if session is not None and not self.prepared.dry_run:
                 held.enter_context(self.service.turns.hold(session.id))
+            tenant_gate = self.service.tenant_gate()
+            if tenant_gate is not None:
+                held.enter_context(tenant_gate.slot())
             held.enter_context(self.service.gate.slot())
             self._admitted = held
             try:
@@ -142,27 +150,61 @@ class RunLifecycle:
                 backend=prepared.backend.name, working_dir=prepared.spec.workdir, model=request.model or None,
                 initial_prompt=request.prompt,
                 tags=list(self.service.config.session.default_tags) + list(request.tags),
-                metadata=dict(request.metadata))
+                metadata=dict(request.metadata), owner=self.service.tenant.name)
             if self._admitted is not None:  # its id is in the first stream event: a second turn may come
                 self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
 
     def launch(self) -> Invocation:
         """The process to start: argv, environment, working directory and stdin, all decided here."""
         prepared = self.prepared
-        return dataclasses.replace(prepared.invocation, env=prepared.env)
+        invocation = dataclasses.replace(prepared.invocation, env=prepared.env)
+        return self.isolate(invocation)
+
+    def isolate(self, invocation: Invocation) -> Invocation:
+        """The CLI's own home (:mod:`clinvk.homes`: the session's, or a throwaway one), then the
+        sandbox around it (:mod:`clinvk.sandbox`) when runs are sandboxed."""
+        prepared, service = self.prepared, self.service
+        sandboxed = service.sandbox.active
+        session = None if prepared.ephemeral else prepared.session
+        self.home = service.homes.open(prepared.backend.name, session.id if session else None, invocation.env,
+                                       sandboxed=sandboxed, legacy=bool(session and session.turn_count))
+        if self.home is not None:
+            invocation = dataclasses.replace(invocation, env={**invocation.env, **self.home.env()})
+        if sandboxed:
+            if not invocation.cwd and self.home is not None:
+                # Never the server's own directory (it may hold the state dir): an empty one of the home.
+                invocation = dataclasses.replace(invocation, cwd=str(self.home.workdir()))
+            invocation = sandbox.wrap(invocation, home=str(self.home.path) if self.home else None,
+                                      extra_rw=self.home.binds if self.home else [])
+        return invocation
+
+    def release_home(self) -> None:
+        """After the process: refreshed login files go back to the operator, a throwaway home goes."""
+        if self.home is not None:
+            try:
+                self.home.release(self.service.homes.locks)
+            except Exception:
+                log.exception("could not release the CLI home %s", self.home.path)
 
     def spawn(self) -> RunningProcess:
         """Start the CLI (or take one the warm pool started ahead for this very launch); the backend's
         after_run hook runs when the process is closed."""
         backend, launch = self.prepared.backend, self.launch()
+        self.launched = launch
         backend.before_run(launch.env)
         try:
             process = take_warm(self.prepared, launch) or \
                 RunningProcess(launch, launch.env, self.service.config.server.request_timeout_secs)
         except StartError as exc:
             backend.after_run(launch.env)
+            self.release_home()
             raise Unavailable(str(exc), "backend") from exc
-        process.on_close = lambda: backend.after_run(launch.env)
+
+        def closed() -> None:
+            backend.after_run(launch.env)
+            self.release_home()
+
+        process.on_close = closed
         return process
 
     def finish(self, parsed: ParsedOutput, outcome: ProcessOutcome) -> RunResult:
@@ -181,7 +223,7 @@ class RunLifecycle:
                            timed_out=outcome.timed_out, cancelled=bool(outcome.cancelled) and not outcome.timed_out)
         self.service.notify(backend.name, result)
         if prepared.ephemeral:
-            backend.cleanup_ephemeral(parsed.backend_session_id, prepared.env, prepared.spec.workdir)
+            backend.cleanup_ephemeral(parsed.backend_session_id, self._run_env(), prepared.spec.workdir)
         if prepared.session is not None:
             self._record_turn(result)
         return result
@@ -193,7 +235,7 @@ class RunLifecycle:
         self.service.notify(prepared.backend.name, RunResult(prepared.backend.name, exit_code=-1,
                                                              duration_ms=duration_ms, cancelled=True))
         if prepared.ephemeral:  # the transcript a CLI (gemini) began before the client left
-            prepared.backend.cleanup_ephemeral(backend_session_id, prepared.env, prepared.spec.workdir)
+            prepared.backend.cleanup_ephemeral(backend_session_id, self._run_env(), prepared.spec.workdir)
         session = prepared.session
         if session is not None:
             try:
@@ -201,6 +243,9 @@ class RunLifecycle:
                     session.id, status="error", error_message="the stream ended before the run finished")
             except Exception:
                 log.exception("could not record the abandoned turn of session %s", session.id)
+
+    def _run_env(self) -> dict[str, str]:
+        return self.launched.env if self.launched is not None else self.prepared.env
 
     # -- the non-streaming run ---------------------------------------------------------------------
 

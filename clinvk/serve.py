@@ -24,6 +24,7 @@ Available endpoints:
   Anthropic: /anthropic/v1/messages
   Docs: /openapi.json, /docs
   Health: /health
+CLI runs: {sandbox}
 Press Ctrl+C to stop"""
 
 
@@ -124,14 +125,17 @@ def run(config: Config) -> int:
     check_port(config.server.host, config.server.port)
     setup_logging()
     prepare_metrics_dir(config)
+    from .sandbox import SandboxUnavailable
+    from .sandbox import resolve as resolve_sandbox
     from .server.http.ratelimit import RateLimitConfigError, check_storage_uri
     try:
+        sandbox = resolve_sandbox(config.run.sandbox)  # probed once here; the workers inherit the answer
         # Loaded once here, so a gopass failure stops the server with one clear line, and the
         # workers inherit the keys instead of each running gopass.
         api_keys = ApiKeys.from_config(config)
         if config.server.rate_limit_enabled:
             check_storage_uri(config.server.rate_limit_storage_uri)
-    except (ApiKeyError, RateLimitConfigError) as exc:
+    except (ApiKeyError, RateLimitConfigError, SandboxUnavailable) as exc:
         print(f"Error: {exc}", file=sys.stderr, flush=True)
         return 1
     server = config.server
@@ -139,7 +143,11 @@ def run(config: Config) -> int:
         log.warning("rate limits use memory:// storage with %d workers: each worker counts on its own, so up "
                     "to %d times the limit gets through; use a redis:// URI in server.rate_limit_storage_uri",
                     server.workers, server.workers)
-    print(BANNER.format(host=config.server.host, port=config.server.port), flush=True)
+    if config.run.sandbox == "auto" and not sandbox.active:
+        log.warning("CLI runs are NOT sandboxed: %s. Each CLI can read whatever the service user can "
+                    "(README: Sandbox)", sandbox.reason)
+    runs = f"sandboxed with {sandbox.reason}" if sandbox.active else f"not sandboxed ({sandbox.reason})"
+    print(BANNER.format(host=config.server.host, port=config.server.port, sandbox=runs), flush=True)
     # gunicorn parses sys.argv in BaseApplication; give it nothing of ours.
     sys.argv = sys.argv[:1]
     ClinvkApplication(config, api_keys).run()

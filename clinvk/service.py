@@ -8,6 +8,7 @@ builds on the same two calls.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -18,13 +19,17 @@ from .backends import BACKENDS, Backend, RunSpec, UnsupportedOption
 from .config import BACKEND_NAMES, BackendConfig, Config
 from .errors import Conflict, NotFound, ServiceError, Unavailable
 from .events import RunResult
-from .gate import ConcurrencyGate, Gate
+from .gate import ConcurrencyGate, Gate, TenantGates
+from .homes import CliHomes
+from .sandbox import SandboxStatus
+from .sandbox import resolve as resolve_sandbox
 from .lifecycle import CancelToken, PreparedRun, StreamingRun
 from .sessions import Session, SessionStore, open_store
 from .sessions.turns import TurnLeases
 from .specs import PromptRequest
+from .tenants import Tenant, local_tenant
 from .warm import WarmPool
-from .workdir import WorkdirError, resolve_workdir
+from .workdir import WorkdirError, is_under, resolve_workdir
 
 __all__ = ["CancelToken", "Conflict", "NotFound", "PreparedRun", "PromptRequest", "Service", "ServiceError",
            "StreamingRun", "Unavailable"]
@@ -46,10 +51,16 @@ class _Fields:
 
 class Service:
     """The service's public API: :meth:`prepare`, :meth:`backends`, :meth:`executable`, :meth:`notify`,
-    and the ``config``, ``store`` and ``gate`` it runs with."""
+    and the ``config``, ``store`` and ``gate`` it runs with.
 
-    def __init__(self, config: Config, store: SessionStore | None = None, gate: Gate | None = None):
-        """``gate`` defaults to one counting this process's runs (the server passes one shared by its workers)."""
+    A service acts for one tenant (:attr:`tenant`; :func:`~clinvk.tenants.local_tenant` unless
+    :meth:`for_tenant` made it): the sessions it finds and creates are that tenant's, its runs take
+    the tenant's own gate (:attr:`tenant_gates`) before the server's."""
+
+    def __init__(self, config: Config, store: SessionStore | None = None, gate: Gate | None = None,
+                 tenant_gates: TenantGates | None = None):
+        """``gate`` defaults to one counting this process's runs (the server passes one shared by its
+        workers); ``tenant_gates`` None: no per-tenant cap (the command line, one tenant)."""
         self.config = config
         self.store = store if store is not None else open_store(config.sessions_db)
         server = config.server
@@ -59,9 +70,45 @@ class Service:
         self._env = {name: self._environment(name) for name in BACKEND_NAMES}
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
-        self.observers: list[Callable[[str, str, float], None]] = []
+        self.observers: list[Callable[[str, str, float, str], None]] = []
+        self.tenant: Tenant = local_tenant(config)
+        self.tenant_gates = tenant_gates
+        self.homes = CliHomes(config.home)
+        # Raises SandboxUnavailable for run.sandbox: bwrap where bubblewrap cannot run.
+        self.sandbox: SandboxStatus = resolve_sandbox(config.run.sandbox)
         # CLIs started ahead for ephemeral runs; the server sets one (run.warm_pool), the command line not.
         self.warm_pool: WarmPool | None = None
+
+    def delete_session(self, session_id: str) -> Session:
+        """Delete one of this tenant's sessions (full id or prefix) and its CLI home."""
+        session = self.store.delete(session_id, owner=self.tenant.owner_filter)
+        self.homes.remove(session.id)
+        return session
+
+    def clean_sessions(self, older_than_days: float) -> int:
+        """Retention: delete sessions unused for this long, their homes, and homes left without a session."""
+        removed = self.store.clean(older_than_days)
+        self.homes.sweep(self._session_exists)
+        return removed
+
+    def _session_exists(self, session_id: str) -> bool:
+        try:
+            self.store.get(session_id)
+        except (LookupError, ValueError):
+            return False
+        return True
+
+    def for_tenant(self, tenant: Tenant) -> "Service":
+        """This service acting for ``tenant`` (a shallow copy: config, store, gates and caches are shared)."""
+        scoped = copy.copy(self)
+        scoped.tenant = tenant
+        return scoped
+
+    def tenant_gate(self) -> Gate | None:
+        """The gate of this service's tenant, or None when only the server's gate applies."""
+        if self.tenant_gates is None:
+            return None
+        return self.tenant_gates.get(self.tenant.name, self.tenant.max_concurrent_runs)
 
     # -- backends --------------------------------------------------------------------------------
 
@@ -99,12 +146,12 @@ class Service:
         return result
 
     def notify(self, backend: str, result: RunResult) -> None:
-        """Tell the observers (metrics) that a run of ``backend`` ended with ``result``."""
+        """Tell the observers (metrics) that a run of ``backend`` for this tenant ended with ``result``."""
         outcome = "timeout" if result.timed_out else "cancelled" if result.cancelled else \
             "error" if (result.exit_code or result.error) else "success"
         for observer in self.observers:
             try:
-                observer(backend, outcome, result.duration_ms / 1000)
+                observer(backend, outcome, result.duration_ms / 1000, self.tenant.name)
             except Exception:  # an observer must never break a run
                 log.exception("run observer failed")
 
@@ -140,7 +187,7 @@ class Service:
         if request.ephemeral:
             fields.fail(ServiceError, "ephemeral runs cannot continue a session", "ephemeral")
         try:
-            session = self.store.get(request.session_id)
+            session = self.store.get(request.session_id, owner=self.tenant.owner_filter)
         except LookupError as exc:
             fields.fail(NotFound, str(exc), "session_id")
         except ValueError as exc:
@@ -164,10 +211,15 @@ class Service:
         if not request.workdir:
             return ""
         try:
-            return resolve_workdir(request.workdir, self.config.server.allowed_workdir_prefixes,
-                                   self.config.server.blocked_workdir_prefixes)
+            workdir = resolve_workdir(request.workdir, self.config.server.allowed_workdir_prefixes,
+                                      self.config.server.blocked_workdir_prefixes)
         except WorkdirError as exc:
             fields.fail(ServiceError, f"workdir {exc}", "workdir")
+        own = self.tenant.allowed_workdir_prefixes
+        if own and not any(is_under(workdir, os.path.realpath(p)) for p in own):
+            fields.fail(ServiceError, f"workdir not allowed: {workdir} is outside the allowed prefixes of "
+                                      f"tenant {self.tenant.name!r} ({', '.join(own)})", "workdir")
+        return workdir
 
     def _stream(self, request: PromptRequest) -> bool:
         if request.stream is not None:

@@ -5,6 +5,7 @@
 #   - redis-server (Debian), for the rate-limit tests across gunicorn workers (they start their own)
 #   - nginx, systemd-analyze, shellcheck, openssl (Debian) and hadolint (PyPI), for tests/test_deploy.py
 #   - podman, runc, debootstrap (Debian), for tests/test_container.py (builds and runs deploy/Containerfile)
+#   - bubblewrap (Debian), for the sandboxed runs (tests/test_sandbox.py, the real-CLI tests)
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k openai`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,15 @@ if [ -n "$container_pkgs" ]; then
 fi
 # The image's base images (debootstrap, ~3 min the first time on a machine) and the image itself are
 # built by tests/test_container.py through scripts/build-base-images.sh; podman caches both.
+
+echo "== installing bubblewrap (Debian) for the sandbox tests"
+if ! command -v bwrap >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+        || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq bubblewrap >/dev/null; }
+fi
 
 echo "== installing the pinned backend CLIs (npm)"
 bash scripts/install-clis.sh

@@ -56,10 +56,13 @@ def clinvk_home(tmp_path) -> Path:
 
 @pytest.fixture
 def make_config(clinvk_home):
-    """Config with defaults + ``overrides`` (nested dict), isolated from the user's files and env."""
+    """Config with defaults + ``overrides`` (nested dict), isolated from the user's files and env.
+    Runs are not sandboxed unless ``run={"sandbox": ...}`` says so: the fake CLIs log to the test's
+    own directory, which the sandbox hides."""
 
     def make(**overrides):
-        return load_config(env={"CLINVK_HOME": str(clinvk_home)}, overrides=overrides or None)
+        overrides.setdefault("run", {"sandbox": "off"})
+        return load_config(env={"CLINVK_HOME": str(clinvk_home)}, overrides=overrides)
 
     return make
 

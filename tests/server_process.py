@@ -51,7 +51,11 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = self.dir / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump(config or {}))
+        config = dict(config or {})
+        # The fake CLIs log to the test's own directory, which the sandbox hides: tests that mean
+        # the sandbox say so (run.sandbox).
+        config.setdefault("run", {"sandbox": "off"})
+        self.config_path.write_text(yaml.safe_dump(config))
         self.workers = workers
         self.threads = threads
         self.start_timeout = start_timeout

@@ -77,7 +77,7 @@ def test_continue_errors(client, fake_clis):
         assert response.json["errors"][0]["field"] == field
 
 
-@pytest.mark.parametrize("length", [32, 3], ids=["full-id", "prefix"])
+@pytest.mark.parametrize("length", [32, 8, 3], ids=["full-id", "prefix", "short-prefix"])
 def test_unknown_session_is_404_everywhere(client, fake_clis, length):
     stored = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "one"}).json["session_id"]
     session_id = ("0" if stored[0] != "0" else "1") * length  # never a prefix of the stored one

@@ -179,7 +179,7 @@ def test_prompt_continue_and_auto_resume(run, fake_clis, env):
 def test_resume_by_id_prefix_and_last(run, fake_clis, env):
     session_id = json.loads(run("--json", "first").stdout)["session_id"]
     backend_session = store(env).get(session_id).backend_session_id
-    assert run("resume", session_id[:6], "second").stdout == "echo: second\n"
+    assert run("resume", session_id[:8], "second").stdout == "echo: second\n"
     argv = fake_clis.last()["argv"]
     assert argv[argv.index("--resume") + 1] == backend_session
     assert run("resume", "--last", input="third").stdout == "echo: third\n"

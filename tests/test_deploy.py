@@ -115,6 +115,8 @@ class Gunicorn:
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = {**env, "CLINVK_HOME": str(self.home), "CLINVK_BIND": f"127.0.0.1:{self.port}",
                     "CLINVK_WORKERS": str(workers), "CLINVK_THREADS": "8",
+                    # the fake CLIs log to the test's directory, which the sandbox hides
+                    "CLINVK_RUN__SANDBOX": "off",
                     # a client that went away is noticed by its socket, not at the next keep-alive
                     "CLINVK_SERVER__KEEPALIVE_INTERVAL_SECS": "3600"}
         self.argv = argv or [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "wsgi:app"]

@@ -78,12 +78,12 @@ def test_cli_runs_by_backend_and_outcome_with_duration(metered, fake_clis):
     metered.post("/api/v1/prompt", json={"backend": "claude", "prompt": "FAKE_HANG"})  # request_timeout_secs 2
     metered.post("/api/v1/prompt", json={"backend": "claude", "prompt": "ok", "dry_run": True})  # no run
     text = scrape(metered)
-    assert value(text, "clinvk_cli_runs_total", backend="claude", outcome="success") == 1
-    assert value(text, "clinvk_cli_runs_total", backend="codex", outcome="success") == 1
-    assert value(text, "clinvk_cli_runs_total", backend="claude", outcome="error") == 1
-    assert value(text, "clinvk_cli_runs_total", backend="claude", outcome="timeout") == 1
-    assert value(text, "clinvk_cli_run_duration_seconds_count", backend="claude") == 3
-    assert value(text, "clinvk_cli_run_duration_seconds_sum", backend="claude") >= 2.0  # the timeout alone
+    assert value(text, "clinvk_cli_runs_total", backend="claude", tenant="local", outcome="success") == 1
+    assert value(text, "clinvk_cli_runs_total", backend="codex", tenant="local", outcome="success") == 1
+    assert value(text, "clinvk_cli_runs_total", backend="claude", tenant="local", outcome="error") == 1
+    assert value(text, "clinvk_cli_runs_total", backend="claude", tenant="local", outcome="timeout") == 1
+    assert value(text, "clinvk_cli_run_duration_seconds_count", backend="claude", tenant="local") == 3
+    assert value(text, "clinvk_cli_run_duration_seconds_sum", backend="claude", tenant="local") >= 2.0  # the timeout alone
 
 
 def test_in_flight_and_queued_runs(make_app, fake_clis):
@@ -167,7 +167,7 @@ def test_counts_are_right_across_workers_and_survive_a_worker_restart(fake_clis,
         for text in scrapes:
             assert value(text, "clinvk_http_requests_total", method="GET", route="/api/v1/backends", status="200") == 24
             assert value(text, "clinvk_http_requests_total", method="POST", route="/api/v1/prompt", status="200") == 6
-            assert value(text, "clinvk_cli_runs_total", backend="claude", outcome="success") == 6
+            assert value(text, "clinvk_cli_runs_total", backend="claude", tenant="local", outcome="success") == 6
         # The stale file of the earlier run was wiped at start: its 1000 are not counted.
         health = value(scrapes[-1], "clinvk_http_requests_total", method="GET", route="/health", status="200")
         assert 1 <= health < 1000
@@ -216,5 +216,5 @@ def test_metrics_never_buffer_a_stream(fake_clis, tmp_path):
         assert rest[-1]["type"] == "done"
         text = server.get("/metrics", fresh=True).text
         assert value(text, "clinvk_cli_runs_in_flight") == 0
-        assert value(text, "clinvk_cli_runs_total", backend="claude", outcome="success") == 1
+        assert value(text, "clinvk_cli_runs_total", backend="claude", tenant="local", outcome="success") == 1
         assert value(text, "clinvk_http_requests_total", method="POST", route="/api/v1/prompt", status="200") == 1

@@ -41,7 +41,8 @@ def wait_http(url: str, within: float = 20.0) -> dict:
 
 @pytest.fixture
 def env(tmp_path, fake_clis):
-    return {**os.environ, "CLINVK_HOME": str(tmp_path / "home")}
+    # Not sandboxed: the fake CLIs log to the test's directory, which the sandbox hides.
+    return {**os.environ, "CLINVK_HOME": str(tmp_path / "home"), "CLINVK_RUN__SANDBOX": "off"}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -62,6 +63,7 @@ def test_serve_prints_banner_serves_and_exits_0_on_signal(env, sig):
     assert server.returncode == 0, err
     assert out.startswith(f"clinvk API server starting on http://127.0.0.1:{port}\n")
     assert "Press Ctrl+C to stop" in out
+    assert "CLI runs: not sandboxed (run.sandbox is off)" in out
 
 
 def test_serve_port_in_use_exits_1_with_one_line(env):

@@ -177,23 +177,67 @@ def _insert_ids(store, ids):
 
 
 def test_prefix_lookup(store):
-    ids = ["ab" + "0" * 30, "ab" + "1" * 30, "abc" + "0" * 29, "f" * 32]
+    ids = ["abcdef01" + "0" * 24, "abcdef01" + "1" * 24, "abcdef012" + "0" * 23, "f" * 32]
     _insert_ids(store, ids)
-    assert store.get("f").id == "f" * 32
-    assert store.get("ab1").id == ids[1]
-    assert store.get("abc").id == ids[2]
+    assert store.get("f" * 8).id == "f" * 32
+    assert store.get("abcdef011").id == ids[1]
+    assert store.get("abcdef012").id == ids[2]
     assert store.get(ids[0]).id == ids[0]
     with pytest.raises(AmbiguousSession) as e:
-        store.get("ab")
-    assert str(e.value) == "ambiguous prefix 'ab': matches 3 sessions"
-    _insert_ids(store, ["9" + "0" * 31, "9" + "1" * 31, "9" + "2" * 31, "9" + "3" * 31])
+        store.get("abcdef01")
+    assert str(e.value) == "ambiguous prefix 'abcdef01': matches 3 sessions"
+    _insert_ids(store, ["99999999" + c * 24 for c in "0123"])
     with pytest.raises(AmbiguousSession, match="matches 4 sessions"):
-        store.delete("9")
+        store.delete("99999999")
     assert store.count() == 8  # nothing deleted
     with pytest.raises(SessionNotFound) as e:
-        store.get("abd")
-    assert str(e.value) == "no session found with id or prefix 'abd'"
+        store.get("abcdef02")
+    assert str(e.value) == "no session found with id or prefix 'abcdef02'"
     assert isinstance(e.value, LookupError)
+
+
+@pytest.mark.parametrize("prefix", ["f", "ffff", "fffffff"])
+def test_prefixes_shorter_than_eight_find_nothing(store, prefix):
+    _insert_ids(store, ["f" * 32])
+    with pytest.raises(SessionNotFound, match="at least 8 characters"):
+        store.get(prefix)
+    with pytest.raises(SessionNotFound, match="at least 8 characters"):
+        store.delete(prefix)
+    assert store.count() == 1
+
+
+def test_owner_scopes_every_lookup(store):
+    mine, theirs = store.create(backend="claude", owner="alice"), store.create(backend="claude", owner="bob")
+    for s in (mine, theirs):
+        store.record_turn(s.id, status="completed", backend_session_id="b-" + s.owner)
+    assert store.get(mine.id, owner="alice").owner == "alice"
+    assert store.get(mine.id[:8], owner="alice").id == mine.id
+    for lookup in (theirs.id, theirs.id[:8]):
+        with pytest.raises(SessionNotFound) as e:
+            store.get(lookup, owner="alice")
+        assert str(e.value) == f"no session found with id or prefix {lookup!r}"  # as for an unknown id
+        with pytest.raises(SessionNotFound):
+            store.delete(lookup, owner="alice")
+    assert [s.id for s in store.list(owner="alice")[0]] == [mine.id]
+    assert store.list(owner="alice")[1] == 1 and store.list()[1] == 2
+    assert store.latest_resumable(owner="alice").id == mine.id
+    assert store.get(theirs.id).owner == "bob"  # no owner: everyone's (an admin)
+    assert store.create(backend="gemini").owner == "local"
+
+
+def test_owner_column_is_added_to_an_existing_database(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(sessions_mod._SCHEMA[0])
+    conn.execute("INSERT INTO sessions (id, backend, created_at, last_used) VALUES (?, 'claude', ?, ?)",
+                 ("a" * 32, "2024-01-01T00:00:00.000000Z", "2024-01-01T00:00:00.000000Z"))
+    conn.commit()
+    conn.close()
+    for _ in range(2):  # opening twice: the step is idempotent
+        store = SessionStore(path)
+        assert store.get("a" * 32).owner == "local"
+        assert store.get("a" * 32, owner="local").id == "a" * 32
+        store.close()
 
 
 @pytest.mark.parametrize("bad", ["", "ABC", "xyz", "a" * 33, "ab/", "../x", " ab", 12, None])
@@ -459,7 +503,7 @@ def test_threads_share_store(store):
         try:
             for _ in range(50):
                 store.record_turn(s.id, status="completed", token_usage=TokenUsage(1, 0))
-                store.get(s.id[:6])
+                store.get(s.id[:8])
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 

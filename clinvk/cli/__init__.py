@@ -8,7 +8,7 @@ exit codes, config/service/store of a run), :mod:`.params` (option types), :mod:
 against a server through :mod:`.remote`, shown by :mod:`.job_progress`).
 """
 
-from . import batch, jobs, prompt, server, sessions, settings  # noqa: F401  (each registers its commands)
+from . import batch, jobs, keys, prompt, server, sessions, settings  # noqa: F401  (each registers its commands)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

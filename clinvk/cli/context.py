@@ -72,12 +72,13 @@ class CliContext:
 
     def config(self) -> Config:
         """The config for a command-line run: config errors exit 2, runs are timed by
-        unified_flags.command_timeout_secs (0: none), and the workdir policy (a server's protection
-        against its clients) does not apply to the local user."""
+        unified_flags.command_timeout_secs (0: none), and neither the workdir policy nor the sandbox
+        (a server's protections against its clients) apply to the local user."""
         config = self.load_config()
         server = config.server
         server.request_timeout_secs = config.unified_flags.command_timeout_secs or NO_TIMEOUT_SECS
         server.allowed_workdir_prefixes, server.blocked_workdir_prefixes = [], []
+        config.run.sandbox = "off"
         return config
 
     def service(self) -> Service:

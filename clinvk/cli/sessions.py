@@ -28,12 +28,14 @@ def _find(store, session_id: str):
 @sessions.command("list")
 @click.option("-b", "--backend", type=click.Choice(BACKEND_NAMES), help="Only this backend's sessions.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
+@click.option("--owner", metavar="TENANT", help="Only this tenant's sessions (`local`: the command line's).")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N sessions.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 @pass_cli
-def sessions_list(obj: CliContext, backend: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """List sessions, most recently used first."""
-    found, total = obj.store().list(backend=backend, status=status, limit=limit)
+def sessions_list(obj: CliContext, backend: str | None, status: str | None, owner: str | None, limit: int,
+                  as_json: bool) -> None:
+    """List sessions (every tenant's), most recently used first."""
+    found, total = obj.store().list(backend=backend, status=status, owner=owner, limit=limit)
     if as_json:
         echo_json({"sessions": [s.to_dict() for s in found], "total": total})
         return
@@ -60,7 +62,7 @@ def sessions_show(obj: CliContext, session_id: str, as_json: bool) -> None:
         return
     usage = session.token_usage
     lines = [("ID", session.id), ("Backend", session.backend), ("Model", session.model or ""),
-             ("Status", session.status), ("Created", data["created_at"]),
+             ("Status", session.status), ("Owner", session.owner), ("Created", data["created_at"]),
              ("Last used", f"{data['last_used']} ({ago(session.last_used)})"),
              ("Working directory", session.working_dir), ("Backend session", session.backend_session_id or ""),
              ("Title", session.title), ("Initial prompt", session.initial_prompt[:200]),
@@ -79,9 +81,9 @@ def sessions_show(obj: CliContext, session_id: str, as_json: bool) -> None:
 @click.argument("session_id")
 @pass_cli
 def sessions_delete(obj: CliContext, session_id: str) -> None:
-    """Delete one session (SESSION_ID: an id or a unique prefix)."""
+    """Delete one session and its CLI home (SESSION_ID: an id or a unique prefix)."""
     try:
-        session = obj.store().delete(session_id)
+        session = obj.service().delete_session(session_id)
     except (LookupError, ValueError) as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
     click.echo(f"Deleted session {session.id}.")
@@ -98,5 +100,5 @@ def sessions_clean(obj: CliContext, older_than: float | None) -> None:
         if config.session.retention_days <= 0:
             raise click.UsageError("session.retention_days is 0 (keep forever): give --older-than AGE")
         older_than = float(config.session.retention_days)
-    removed = obj.store().clean(older_than)
+    removed = obj.service().clean_sessions(older_than)
     click.echo(f"Deleted {removed} session(s) not used for {older_than:g} days.")

@@ -14,14 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .model import (APPROVAL_MODES, BACKEND_NAMES, DEFAULT_BLOCKED_WORKDIR_PREFIXES, OUTPUT_FORMATS, SANDBOX_MODES,
-                    BackendConfig, Config, ConfigError, JobsConfig, OutputConfig, ParallelConfig, ServerConfig, SessionConfig,
-                    UnifiedFlags)
-from .yaml_io import default_config_path, load_config, set_config_value
+                    TENANT_NAME_PATTERN, BackendConfig, Config, ConfigError, JobsConfig, OutputConfig, ParallelConfig,
+                    RunConfig, ServerConfig, SessionConfig, TenantConfig, UnifiedFlags)
+from .yaml_io import default_config_path, load_config, set_config_value, unset_config_value
 
 EXAMPLE_CONFIG = Path(__file__).with_name("example.yaml")
 
 __all__ = [
     "APPROVAL_MODES", "BACKEND_NAMES", "DEFAULT_BLOCKED_WORKDIR_PREFIXES", "EXAMPLE_CONFIG", "OUTPUT_FORMATS",
-    "SANDBOX_MODES", "BackendConfig", "Config", "ConfigError", "JobsConfig", "OutputConfig", "ParallelConfig", "ServerConfig",
-    "SessionConfig", "UnifiedFlags", "default_config_path", "load_config", "set_config_value",
+    "SANDBOX_MODES", "TENANT_NAME_PATTERN", "BackendConfig", "Config", "ConfigError", "JobsConfig", "OutputConfig",
+    "ParallelConfig", "RunConfig", "ServerConfig", "SessionConfig", "TenantConfig", "UnifiedFlags",
+    "default_config_path", "load_config", "set_config_value", "unset_config_value",
 ]

@@ -17,16 +17,18 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .model import (APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES, BackendConfig, Config,
-                    ConfigError, JobsConfig, OutputConfig, ParallelConfig, ServerConfig, SessionConfig,
-                    UnifiedFlags, WarmPoolConfig)
+from .model import (APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_CHOICES, SANDBOX_MODES,
+                    TENANT_NAME_PATTERN, BackendConfig, Config, ConfigError, JobsConfig, OutputConfig,
+                    ParallelConfig, RunConfig, ServerConfig, SessionConfig, TenantConfig, UnifiedFlags,
+                    WarmPoolConfig)
 
 
 _SECTION = "<section>"  # marker for a node that holds keys rather than a value
 _SECTIONS = {"unified_flags": UnifiedFlags, "session": SessionConfig, "output": OutputConfig,
-             "parallel": ParallelConfig, "server": ServerConfig, "jobs": JobsConfig}
+             "parallel": ParallelConfig, "server": ServerConfig, "run": RunConfig, "jobs": JobsConfig}
 # Sections two levels deep: path -> dataclass (reached as attributes of Config along the path).
 _SUBSECTIONS = {("run", "warm_pool"): WarmPoolConfig}
+_TENANTS = "tenants"  # a section whose keys are names the operator chooses (tenant names)
 
 
 @functools.cache
@@ -39,18 +41,19 @@ def _fields(cls: type) -> dict[str, Any]:
 def children(path: tuple[str, ...]) -> dict[str, Any]:
     """The keys allowed under `path`, mapped to their type (or _SECTION)."""
     if not path:
-        return {"default_backend": str, "backends": _SECTION, **{s: _SECTION for s in _SECTIONS},
-                **{sub[0]: _SECTION for sub in _SUBSECTIONS}}
+        return {"default_backend": str, "backends": _SECTION, _TENANTS: _SECTION,
+                **{s: _SECTION for s in _SECTIONS}}
     if path in _SUBSECTIONS:
         return _fields(_SUBSECTIONS[path])
-    if len(path) == 1 and any(sub[0] == path[0] for sub in _SUBSECTIONS):
-        return {sub[1]: _SECTION for sub in _SUBSECTIONS if sub[0] == path[0]}
     if path == ("backends",):
         return {n: _SECTION for n in BACKEND_NAMES}
     if len(path) == 2 and path[0] == "backends":
         return _fields(BackendConfig)
+    if len(path) == 2 and path[0] == _TENANTS:
+        return _fields(TenantConfig)
     if len(path) == 1 and path[0] in _SECTIONS:
-        return _fields(_SECTIONS[path[0]])
+        subsections = {sub[1]: _SECTION for sub in _SUBSECTIONS if sub[0] == path[0]}
+        return {**_fields(_SECTIONS[path[0]]), **subsections}
     return {}
 
 
@@ -101,6 +104,11 @@ def _unknown(prefix: tuple[str, ...], part: str, src: Src) -> typing.NoReturn:
 def resolve(path: tuple[str, ...], src: Src) -> tuple[Any, tuple[str, ...], str | None]:
     """Check `path` against the schema: (type or _SECTION, path of the field, dict entry or None)."""
     for i, part in enumerate(path):
+        if path[:i] == (_TENANTS,):  # any name: a section of its own
+            if not re.fullmatch(TENANT_NAME_PATTERN, part):
+                fail(dotted(path[:i + 1]), "a tenant name must be 1-64 lowercase letters, digits, '.', '_' "
+                                           "or '-', starting with a letter or digit", src)
+            continue
         kids = children(path[:i])
         if part not in kids:
             _unknown(path[:i], part, src)
@@ -191,6 +199,12 @@ _RULES: dict[str, _Rule] = {
     "jobs.max_active_per_tenant": _at_least(1),
     "jobs.heartbeat_secs": _positive("a number"),
     "server.shutdown_grace_secs": _at_least(0),
+    "run.sandbox": _one_of(SANDBOX_CHOICES),
+    "tenants.*.key_sha256": _Rule("a SHA-256 digest: 64 lowercase hex characters (clinvk keys add writes it)",
+                                  lambda v: v == "" or bool(re.fullmatch(r"[0-9a-f]{64}", v))),
+    "tenants.*.max_concurrent_runs": _at_least(0),
+    "tenants.*.rate_limit_rps": _at_least(0),
+    "tenants.*.rate_limit_burst": _at_least(0),
 }
 # Checked for each element of a list; the error names the index (server.trusted_proxies[1]).
 _ITEM_RULES: dict[str, _Rule] = {
@@ -199,6 +213,7 @@ _ITEM_RULES: dict[str, _Rule] = {
     "server.blocked_workdir_prefixes": _ABSOLUTE,
     "run.warm_pool.backends": _Rule("a backend with a long-lived mode that gives one-shot replies: "
                                     "'claude' or 'codex'", lambda v: v in ("claude", "codex")),
+    "tenants.*.allowed_workdir_prefixes": _ABSOLUTE,
 }
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -254,7 +269,9 @@ def coerce(value: Any, hint: Any, from_string: bool) -> Any:
 
 
 def _rule_key(path: tuple[str, ...]) -> str:
-    return dotted(("backends", "*") + path[2:] if path[0] == "backends" else path)
+    if path[0] in ("backends", _TENANTS) and len(path) > 2:
+        return dotted((path[0], "*") + path[2:])
+    return dotted(path)
 
 
 def set_value(cfg: Config, path: tuple[str, ...], value: Any, src: Src, *, from_string: bool,
@@ -277,14 +294,18 @@ def set_value(cfg: Config, path: tuple[str, ...], value: Any, src: Src, *, from_
               f"must be {rule.desc if rule else _type_desc(hint)} (got {value!r})", src)
     if rule and not rule.ok(coerced):
         fail(key, f"must be {rule.desc} (got {value!r}){rule.note}", src)
-    item_rule = _ITEM_RULES.get(key)
+    item_rule = _ITEM_RULES.get(_rule_key(fpath))
     for i, item in enumerate(coerced if item_rule else ()):
         if not item_rule.ok(item):
             fail(f"{key}[{i}]", f"must be {item_rule.desc} (got {item!r})", src)
 
-    obj: Any = cfg.backends[fpath[1]] if fpath[0] == "backends" else cfg
-    if fpath[0] != "backends":
-        for part in fpath[:-1]:
+    if fpath[0] == "backends":
+        obj: Any = cfg.backends[fpath[1]]
+    elif fpath[0] == _TENANTS:
+        obj = cfg.tenants.setdefault(fpath[1], TenantConfig(name=fpath[1]))
+    else:
+        obj = cfg
+        for part in fpath[:-1]:  # run.warm_pool.size: two levels deep
             obj = getattr(obj, part)
     if sources is not None:
         sources[key] = src

@@ -132,8 +132,29 @@ class WarmPoolConfig:
     idle_expiry_secs: float = 600.0  # a key not asked for this long loses its processes
 
 
+# A tenant's name: lowercase, so it reads the same in the YAML file and in CLINVK_TENANTS__NAME__KEY.
+TENANT_NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
+
+
+@dataclass
+class TenantConfig:
+    """One API key's owner (see clinvk.tenants). The key is only ever stored as its SHA-256 digest."""
+    name: str
+    key_sha256: str = ""  # "" = the key comes from CLINVK_API_KEYS / gopass as `name:key`
+    admin: bool = False  # sees and manages every tenant's sessions
+    allowed_workdir_prefixes: list[str] = field(default_factory=list)  # narrows server.allowed_workdir_prefixes
+    max_concurrent_runs: int = 0  # 0 = half the server's slots when there are several tenants
+    rate_limit_rps: int = 0  # 0 = server.rate_limit_rps (when server.rate_limit_enabled)
+    rate_limit_burst: int = 0  # 0 = server.rate_limit_burst
+
+
+SANDBOX_CHOICES = ("auto", "bwrap", "off")
+
+
 @dataclass
 class RunConfig:
+    """How each CLI process is started: isolated (clinvk.sandbox, clinvk.homes), or taken warm (clinvk.warm)."""
+    sandbox: str = "auto"  # auto = bubblewrap when a start-up probe shows it works, else off with a warning
     warm_pool: WarmPoolConfig = field(default_factory=WarmPoolConfig)
 
 
@@ -153,6 +174,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    tenants: dict[str, TenantConfig] = field(default_factory=dict)
     run: RunConfig = field(default_factory=RunConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
@@ -180,6 +202,8 @@ class Config:
             d["backends"][name] = {k: v for k, v in dataclasses.asdict(b).items() if k != "name"}
         for section in ("session", "output", "parallel", "server", "run", "jobs"):
             d[section] = dataclasses.asdict(getattr(self, section))
+        d["tenants"] = {name: {k: v for k, v in dataclasses.asdict(t).items() if k != "name"}
+                        for name, t in self.tenants.items()}
         if redact:
             d["server"]["api_keys"] = ["***" for _ in self.server.api_keys]
             d["server"]["rate_limit_storage_uri"] = redact_uri(self.server.rate_limit_storage_uri)

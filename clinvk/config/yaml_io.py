@@ -121,6 +121,32 @@ def set_config_value(path: str | os.PathLike[str] | None, dotted_key: str, raw_v
             fail(dotted(keypath[:i + 1]), "must be a mapping of keys in the existing file", src)
         node = node[part]
     node[keypath[-1]] = coerce(raw_value, resolve(keypath, src)[0], from_string=True)
+    _write_checked(file, data, src)
+
+
+def unset_config_value(path: str | os.PathLike[str] | None, dotted_key: str) -> bool:
+    """Remove KEY from the config file (and the sections it leaves empty); False when it was not set."""
+    file = Path(path).expanduser() if path is not None else default_config_path()
+    data = _read_yaml(file) if file.exists() else {}
+    keypath = tuple(dotted_key.strip().split("."))
+    trail, node = [], data
+    for part in keypath[:-1]:
+        if not isinstance(node.get(part), dict):
+            return False
+        trail.append((node, part))
+        node = node[part]
+    if keypath[-1] not in node:
+        return False
+    del node[keypath[-1]]
+    for parent, part in reversed(trail):  # drop `tenants: {alice: {}}` left behind
+        if parent[part] == {}:
+            del parent[part]
+    _write_checked(file, data, Src("file", str(file)))
+    return True
+
+
+def _write_checked(file: Path, data: dict[str, Any], src: Src) -> None:
+    """Replace ``file`` with ``data`` atomically, and only if the whole resulting file is valid."""
     checked, sources = Config(home=file.parent), {}
     apply_tree(checked, data, (), src, sources)
     _finish(checked, sources)

@@ -9,6 +9,7 @@ through the store: the heartbeat of the process running it reads ``cancel_reques
 from __future__ import annotations
 
 import atexit
+import copy
 import dataclasses
 import logging
 import os
@@ -31,12 +32,12 @@ CANCELLED_BY_CLIENT = "cancelled by the client (DELETE /api/v1/jobs/{id})"
 def job_service(service):
     """A service like ``service`` (same store, gate, metrics observers) whose runs may take
     ``jobs.timeout_secs`` instead of ``server.request_timeout_secs``."""
-    from ..service import Service  # the service imports the lifecycle, which the jobs package must not need
-
     config = service.config
     server = dataclasses.replace(config.server, request_timeout_secs=config.jobs.timeout_secs)
-    derived = Service(dataclasses.replace(config, server=server), store=service.store, gate=service.gate)
-    derived.observers = service.observers
+    # A shallow copy, as Service.for_tenant makes: the tenant, its gates, the turn leases, the homes
+    # and the sandbox stay the caller's; only the time limit differs.
+    derived = copy.copy(service)
+    derived.config = dataclasses.replace(config, server=server)
     return derived
 
 

@@ -10,11 +10,12 @@ from flask import Flask
 
 from ..apikeys import ApiKeys
 from ..config import Config, load_config
-from ..gate import SharedGate
+from ..gate import SharedGate, TenantGates, tenant_label
 from ..jobs.runner import JobRunner
 from ..rundir import server_run_dir
 from ..service import Service
 from ..sessions import SessionStore
+from ..tenants import Tenants
 from ..warm.pool import WarmPool, register_shutdown
 from . import anthropic, native, openai
 from .anthropic import errors as anthropic_errors
@@ -48,6 +49,17 @@ def start_jobs(service: Service) -> JobRunner:
     return runner
 
 
+def tenant_gates(config: Config) -> TenantGates:
+    """Each tenant's share of the run slots, shared by all workers like the server's gate."""
+    server = config.server
+
+    def make(name: str, limit: int) -> SharedGate:
+        return SharedGate(limit, server.max_queued_runs, server.queue_timeout_secs,
+                          gate_dir(config).parent / "tenants" / name / str(limit), label=tenant_label(name))
+
+    return TenantGates(make, server.max_concurrent_runs)
+
+
 def create_app(config: Config | None = None, *, store: SessionStore | None = None,
                api_keys: ApiKeys | None = None) -> Flask:
     """Build the app. Without ``config`` the usual file + environment config is loaded.
@@ -64,7 +76,10 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     app.json.ensure_ascii = False
     server = config.server
     gate = SharedGate(server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs, gate_dir(config))
-    service = Service(config, store, gate)
+    tenants = Tenants(config, api_keys.tenant_names())
+    service = Service(config, store, gate, tenant_gates(config))
+    if config.run.sandbox == "auto" and not service.sandbox.active:
+        log.warning("CLI runs are not sandboxed: %s", service.sandbox.reason)
     if config.run.warm_pool.enabled:
         service.warm_pool = WarmPool(config.run.warm_pool)
         register_shutdown(service.warm_pool)
@@ -72,7 +87,7 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     app.extensions["clinvk.started"] = time.monotonic()
     if config.session.retention_days > 0:
         try:
-            removed = service.store.clean(config.session.retention_days)
+            removed = service.clean_sessions(config.session.retention_days)
             if removed:
                 log.info("removed %d sessions older than %d days", removed, config.session.retention_days)
         except Exception:
@@ -85,7 +100,7 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     # Hook order matters (before_request runs in this order, after_request in reverse): request id
     # and timing, client IP + body limit + key check, rate limit (keyed by the key), then the 401.
     init_observability(app)
-    init_security(app, config, api_keys)
+    init_security(app, config, api_keys, tenants)
     init_rate_limits(app, config)
     init_auth_enforcement(app)
     init_cors(app, config)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-from .model import STATUSES, AmbiguousSession, InvalidSessionId, Session, SessionNotFound
+from .model import DEFAULT_OWNER, MIN_PREFIX, STATUSES, AmbiguousSession, InvalidSessionId, Session, SessionNotFound
 from .sqlite import SqliteSessionStore
 from .store import SessionStore
 
-__all__ = ["STATUSES", "AmbiguousSession", "InvalidSessionId", "Session", "SessionNotFound", "SessionStore",
+__all__ = ["DEFAULT_OWNER", "MIN_PREFIX", "STATUSES", "AmbiguousSession", "InvalidSessionId", "Session", "SessionNotFound", "SessionStore",
            "SqliteSessionStore", "open_store"]
 
 

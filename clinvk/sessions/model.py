@@ -14,6 +14,10 @@ TITLE_MAX = 60
 DISPLAY_MAX = 50
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 _ID_RE = re.compile(r"[0-9a-f]{1,32}")
+# A shorter prefix would let a caller sweep the id space (16 guesses find a session by its first
+# character); eight characters is also what the lists show.
+MIN_PREFIX = 8
+DEFAULT_OWNER = "local"  # the tenant of a server without API keys and of the command line
 
 class SessionNotFound(LookupError):
     """No session has this id (or an id starting with this prefix)."""
@@ -59,6 +63,15 @@ def check_id(value: Any) -> str:
     return value
 
 
+def check_lookup(value: Any) -> str:
+    """A full id or a prefix of at least :data:`MIN_PREFIX` characters; a shorter one finds nothing."""
+    prefix = check_id(value)
+    if len(prefix) < MIN_PREFIX:
+        raise SessionNotFound(f"no session found with id or prefix {prefix!r} "
+                              f"(a prefix needs at least {MIN_PREFIX} characters)")
+    return prefix
+
+
 def check_status(status: Any) -> str:
     if status not in STATUSES:
         raise ValueError(f"invalid session status {status!r}: must be one of {', '.join(STATUSES)}")
@@ -82,6 +95,7 @@ class Session:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     error_message: str | None = None
+    owner: str = DEFAULT_OWNER  # the tenant that created it (clinvk.tenants)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, JSON-ready: times as 'YYYY-MM-DDTHH:MM:SS.ffffffZ', token_usage as a dict."""
@@ -92,6 +106,7 @@ class Session:
             "model": self.model, "initial_prompt": self.initial_prompt, "title": self.title,
             "status": self.status, "turn_count": self.turn_count, "token_usage": self.token_usage.to_dict(),
             "tags": list(self.tags), "metadata": dict(self.metadata), "error_message": self.error_message,
+            "owner": self.owner,
         }
 
     @property

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..events import TokenUsage
-from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status,
-                    derive_title, format_time, parse_time, utc_now)
+from .model import (DEFAULT_OWNER, TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id,
+                    check_lookup, check_status, derive_title, format_time, parse_time, utc_now)
 from .sqlite_records import SCHEMA as RECORDS_SCHEMA, SqliteRecords
-
 from .store import SessionStore, TurnLease
 
 SCHEMA_VERSION = 1  # stored in PRAGMA user_version; bump it and add a migration step when the schema changes
@@ -51,6 +50,16 @@ _TURN_SCHEMA = [
 ]
 
 
+def add_owner_column(conn: sqlite3.Connection) -> None:
+    """Sessions belong to tenants. Idempotent; rows from before tenants belong to the default owner.
+    An older clinvk still reads and writes such a database (it never names the column), so the
+    schema version stays."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+    if "owner" not in columns:
+        conn.execute(f"ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '{DEFAULT_OWNER}'")
+    conn.execute("CREATE INDEX IF NOT EXISTS sessions_owner_last_used ON sessions (owner, last_used, id)")
+
+
 
 def row_to_session(row: sqlite3.Row) -> Session:
     return Session(
@@ -60,7 +69,7 @@ def row_to_session(row: sqlite3.Row) -> Session:
         initial_prompt=row["initial_prompt"], title=row["title"], status=row["status"],
         turn_count=row["turn_count"], token_usage=TokenUsage(*(row[c] for c in TOKEN_COLUMNS)),
         tags=json.loads(row["tags"]), metadata=json.loads(row["metadata"]),
-        error_message=row["error_message"],
+        error_message=row["error_message"], owner=row["owner"],
     )
 
 
@@ -94,6 +103,7 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
                 conn.execute(statement)
             for statement in RECORDS_SCHEMA:  # jobs, their events, stored responses: added tables only
                 conn.execute(statement)
+            add_owner_column(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _conn(self) -> sqlite3.Connection:
@@ -135,11 +145,13 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
         finally:
             conn.execute("COMMIT")
 
-    def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str) -> sqlite3.Row:
-        prefix = check_id(id_or_prefix)
+    def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str, owner: str | None) -> sqlite3.Row:
+        prefix = check_lookup(id_or_prefix)
         # A range on the primary key uses its index (LIKE would not: it is case-insensitive); every
         # id starting with `prefix` sorts between `prefix` and `prefix + "g"` as 'g' > 'f' > '9'.
         where, args = "id >= ? AND id < ?", (prefix, prefix + "g")
+        if owner is not None:
+            where, args = where + " AND owner = ?", (*args, owner)
         rows = conn.execute(f"SELECT * FROM sessions WHERE {where} ORDER BY id LIMIT 2", args).fetchall()
         if not rows:
             raise SessionNotFound(f"no session found with id or prefix {prefix!r}")
@@ -150,9 +162,11 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
 
     def create(self, *, backend: str, working_dir: str = "", model: str | None = None,
                initial_prompt: str = "", tags: list[str] | None = None,
-               metadata: dict[str, str] | None = None) -> Session:
+               metadata: dict[str, str] | None = None, owner: str = DEFAULT_OWNER) -> Session:
         """Create and store an ``active`` session with zero turns and usage; the title is derived
-        from the prompt. ValueError for an empty backend or non-string tags/metadata."""
+        from the prompt. ValueError for an empty backend or owner, or non-string tags/metadata."""
+        if not isinstance(owner, str) or not owner:
+            raise ValueError("owner must be a non-empty string")
         if not isinstance(backend, str) or not backend:
             raise ValueError("backend must be a non-empty string")
         tags, metadata = list(tags or []), dict(metadata or {})
@@ -164,19 +178,20 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
         now = utc_now()
         session = Session(id=secrets.token_hex(16), backend=backend, created_at=now, last_used=now,
                           working_dir=working_dir or "", model=model, initial_prompt=initial_prompt or "",
-                          title=derive_title(initial_prompt or ""), tags=tags, metadata=metadata)
+                          title=derive_title(initial_prompt or ""), tags=tags, metadata=metadata, owner=owner)
         self._conn().execute(
             "INSERT INTO sessions (id, backend, created_at, last_used, working_dir, model, initial_prompt,"
-            " title, status, tags, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " title, status, tags, metadata, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session.id, backend, format_time(now), format_time(now), session.working_dir, model, session.initial_prompt,
-             session.title, session.status, json.dumps(tags), json.dumps(metadata)))
+             session.title, session.status, json.dumps(tags), json.dumps(metadata), owner))
         return session
 
-    def get(self, id_or_prefix: str) -> Session:
-        """The session with this full id or unique prefix.
+    def get(self, id_or_prefix: str, *, owner: str | None = None) -> Session:
+        """The session with this full id or unique prefix (of at least MIN_PREFIX characters), among
+        ``owner``'s sessions when given.
 
         Raises InvalidSessionId (not 1-32 lowercase hex), SessionNotFound or AmbiguousSession."""
-        return row_to_session(self._resolve(self._conn(), id_or_prefix))
+        return row_to_session(self._resolve(self._conn(), id_or_prefix, owner))
 
     def record_turn(self, session_id: str, *, status: str, backend_session_id: str | None = None,
                     token_usage: TokenUsage | None = None, error_message: str | None = None,
@@ -214,12 +229,13 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
         if cur.rowcount == 0:
             raise SessionNotFound(f"no session found with id or prefix {session_id!r}")
 
-    def list(self, *, backend: str | None = None, status: str | None = None, limit: int = 100,
-             offset: int = 0) -> tuple[list[Session], int]:
+    def list(self, *, backend: str | None = None, status: str | None = None, owner: str | None = None,
+             limit: int = 100, offset: int = 0) -> tuple[list[Session], int]:
         """One page of sessions, newest last_used first, and the total number matching the filters.
         Filters are exact matches (None or "" = no filter); limit <= 0 means no limit."""
-        where = [f"{col} = ?" for col, val in (("backend", backend), ("status", status)) if val]
-        args: list[Any] = [val for val in (backend, status) if val]
+        filters = (("backend", backend), ("status", status), ("owner", owner))
+        where = [f"{col} = ?" for col, val in filters if val]
+        args: list[Any] = [val for _, val in filters if val]
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._read() as conn:
             page = (*args, limit if limit > 0 else -1, max(offset, 0))
@@ -228,10 +244,10 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
             total = conn.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
         return [row_to_session(r) for r in rows], total
 
-    def delete(self, id_or_prefix: str) -> Session:
-        """Delete the session with this full id or unique prefix and return it."""
+    def delete(self, id_or_prefix: str, *, owner: str | None = None) -> Session:
+        """Delete the session with this full id or unique prefix (among ``owner``'s) and return it."""
         with self._write() as conn:  # resolve and delete under one lock: the id can't change in between
-            row = self._resolve(conn, id_or_prefix)
+            row = self._resolve(conn, id_or_prefix, owner)
             conn.execute("DELETE FROM sessions WHERE id = ?", (row["id"],))
         return row_to_session(row)
 
@@ -251,11 +267,14 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
         with self._write() as conn:
             return conn.execute("DELETE FROM sessions WHERE last_used < ?", (format_time(cutoff),)).rowcount
 
-    def latest_resumable(self, *, backend: str | None = None,
-                         working_dir: str | None = None) -> Session | None:
+    def latest_resumable(self, *, backend: str | None = None, working_dir: str | None = None,
+                         owner: str | None = None) -> Session | None:
         """The most recently used session that has a backend_session_id (so the CLI can resume it),
-        optionally only for this backend and/or exactly this working_dir; None if there is none."""
+        optionally only for this backend, exactly this working_dir and/or this owner; None if there is none."""
         where, args = ["backend_session_id IS NOT NULL", "backend_session_id != ''"], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if backend:
             where.append("backend = ?")
             args.append(backend)

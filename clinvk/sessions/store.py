@@ -1,8 +1,13 @@
 """The session store interface: what the service, the API and the command line may ask of any store.
 
 SQLite (:mod:`clinvk.sessions.sqlite`) is the default; a store shared by several hosts implements
-the same methods. ``get``/``delete`` take a full id or a unique prefix and raise
+the same methods. ``get``/``delete`` take a full id or a unique prefix of at least
+:data:`~clinvk.sessions.model.MIN_PREFIX` characters and raise
 :class:`~clinvk.sessions.model.InvalidSessionId`, ``SessionNotFound`` or ``AmbiguousSession``.
+
+``owner`` is a tenant's name (:mod:`clinvk.tenants`). Where a method takes ``owner=None`` it means
+"every owner" (an admin, retention); a name restricts the lookup to that tenant's sessions, so
+another tenant's session is exactly as absent as one that never existed.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ..events import TokenUsage
-from .model import Session
+from .model import DEFAULT_OWNER, Session
 
 
 @dataclass(frozen=True)
@@ -27,12 +32,12 @@ class SessionStore(ABC):
     @abstractmethod
     def create(self, *, backend: str, working_dir: str = "", model: str | None = None,
                initial_prompt: str = "", tags: list[str] | None = None,
-               metadata: dict[str, str] | None = None) -> Session:
-        """A new ``active`` session with zero turns."""
+               metadata: dict[str, str] | None = None, owner: str = DEFAULT_OWNER) -> Session:
+        """A new ``active`` session with zero turns, belonging to ``owner``."""
 
     @abstractmethod
-    def get(self, id_or_prefix: str) -> Session:
-        """The session with this id or unique id prefix."""
+    def get(self, id_or_prefix: str, *, owner: str | None = None) -> Session:
+        """The session with this id or unique id prefix (among ``owner``'s sessions)."""
 
     @abstractmethod
     def record_turn(self, session_id: str, *, status: str, backend_session_id: str | None = None,
@@ -45,12 +50,12 @@ class SessionStore(ABC):
         """Set the status and bump last_used."""
 
     @abstractmethod
-    def list(self, *, backend: str | None = None, status: str | None = None, limit: int = 100,
-             offset: int = 0) -> tuple[list[Session], int]:
+    def list(self, *, backend: str | None = None, status: str | None = None, owner: str | None = None,
+             limit: int = 100, offset: int = 0) -> tuple[list[Session], int]:
         """A page of sessions, most recently used first, and the total matching the filters."""
 
     @abstractmethod
-    def delete(self, id_or_prefix: str) -> Session:
+    def delete(self, id_or_prefix: str, *, owner: str | None = None) -> Session:
         """Delete one session and return it."""
 
     @abstractmethod
@@ -62,8 +67,8 @@ class SessionStore(ABC):
         """Delete sessions unused for longer than this; returns how many."""
 
     @abstractmethod
-    def latest_resumable(self, *, backend: str | None = None,
-                         working_dir: str | None = None) -> Session | None:
+    def latest_resumable(self, *, backend: str | None = None, working_dir: str | None = None,
+                         owner: str | None = None) -> Session | None:
         """The most recently used session that can be continued, or None."""
 
     @abstractmethod

@@ -24,10 +24,12 @@ def stubs():
 
 @pytest.fixture
 def realcli_config(stubs, tmp_path, monkeypatch):
-    """Config overrides that run every backend with its real CLI against its stub.
+    """Config overrides that run every backend with its real CLI against its stub, sandboxed with
+    bubblewrap (CI installs it; ``run.sandbox: bwrap`` fails rather than run without it).
 
-    Variables that could point a CLI at a real vendor (keys, base URLs) are removed from the
-    environment the CLIs inherit.
+    Each backend's ``env`` names a prepared CLI home (config, API key variables): the operator's
+    home, the template of every session's own home. Variables that could point a CLI at a real
+    vendor (keys, base URLs) are removed from the environment the CLIs inherit.
     """
     for name in set(os.environ) - set(realcli.base_env()):
         monkeypatch.delenv(name)
@@ -38,7 +40,7 @@ def realcli_config(stubs, tmp_path, monkeypatch):
             pytest.fail(f"{name} CLI not installed: {realcli.INSTALL_HINT}", pytrace=False)
         env = realcli.offline_env(name, stubs[name].url, tmp_path / f"{name}-home")
         backends[name] = {"command": path, "env": env, "model": realcli.E2E_MODELS[name]}
-    return {"backends": backends, "server": {"request_timeout_secs": 120}}
+    return {"backends": backends, "server": {"request_timeout_secs": 120}, "run": {"sandbox": "bwrap"}}
 
 
 @pytest.fixture

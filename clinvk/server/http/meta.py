@@ -28,7 +28,8 @@ def format_uptime(seconds: float) -> str:
 
 @bp.get("/health")
 def health():
-    """Report server health: backends, session store, uptime. Always HTTP 200; read `status`.
+    """Report server health: backends, session store, uptime, whether CLI runs are sandboxed. Always
+    HTTP 200; read `status`.
 
     ---
     get:
@@ -54,7 +55,8 @@ def health():
         status = "ok"
     uptime = time.monotonic() - current_app.extensions["clinvk.started"]
     return jsonify({"status": status, "version": __version__, "uptime": format_uptime(uptime),
-                    "uptime_millis": int(uptime * 1000), "backends": backends, "session_store": store})
+                    "uptime_millis": int(uptime * 1000), "backends": backends, "session_store": store,
+                    "sandbox": service.sandbox.to_dict()})
 
 
 @bp.get("/openapi.json")

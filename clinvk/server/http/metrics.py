@@ -12,8 +12,10 @@ Series:
   unmatched paths are ``<unmatched>``. Refused requests (401, 413, 429) are counted too.
 - ``clinvk_http_request_duration_seconds{method, route}`` — until the response starts: for a stream,
   the time to its headers, not its length. The response body is never wrapped or buffered.
-- ``clinvk_cli_runs_total{backend, outcome}`` — outcome ``success``, ``error``, ``timeout``, ``cancelled``.
-- ``clinvk_cli_run_duration_seconds{backend}``.
+- ``clinvk_cli_runs_total{backend, outcome, tenant}`` — outcome ``success``, ``error``, ``timeout``,
+  ``cancelled``; tenant is the API key's tenant (``local`` without keys). Tenants are configured by the
+  operator and few, so the label set stays small.
+- ``clinvk_cli_run_duration_seconds{backend, tenant}``.
 - ``clinvk_warm_pool_events_total{backend, event}`` — event ``hit`` (a run got a warm CLI), ``miss``
   (it spawned cold) or ``discard`` (a warm CLI ended unused: idle expiry, memory bound, it died).
 - ``clinvk_cli_runs_in_flight`` and ``clinvk_cli_runs_queued`` — summed over the live workers.
@@ -60,9 +62,9 @@ class Metrics:
                                  "Time until the response starts (headers), by route",
                                  ["method", "route"], buckets=REQUEST_BUCKETS, registry=registry)
         self.runs = Counter("clinvk_cli_runs_total", "Backend CLI runs that ended, by outcome",
-                            ["backend", "outcome"], registry=registry)
+                            ["backend", "outcome", "tenant"], registry=registry)
         self.run_duration = Histogram("clinvk_cli_run_duration_seconds", "Backend CLI run duration",
-                                      ["backend"], buckets=RUN_BUCKETS, registry=registry)
+                                      ["backend", "tenant"], buckets=RUN_BUCKETS, registry=registry)
         self.warm_pool = Counter("clinvk_warm_pool_events_total", "Warm CLI pool hits, misses and discards",
                                  ["backend", "event"], registry=registry)
         self.in_flight = Gauge("clinvk_cli_runs_in_flight", "Backend CLI runs in progress",
@@ -70,9 +72,9 @@ class Metrics:
         self.queued = Gauge("clinvk_cli_runs_queued", "Requests waiting for a run slot",
                             registry=registry, multiprocess_mode="livesum")
 
-    def observe_run(self, backend: str, outcome: str, duration_secs: float) -> None:
-        self.runs.labels(backend, outcome).inc()
-        self.run_duration.labels(backend).observe(max(0.0, duration_secs))
+    def observe_run(self, backend: str, outcome: str, duration_secs: float, tenant: str) -> None:
+        self.runs.labels(backend, outcome, tenant).inc()
+        self.run_duration.labels(backend, tenant).observe(max(0.0, duration_secs))
 
     def observe_gate(self, running: int, queued: int) -> None:
         self.in_flight.set(running)

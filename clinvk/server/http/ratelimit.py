@@ -1,4 +1,8 @@
-"""Rate limits with flask-limiter, per API key (per client IP when keys are off).
+"""Rate limits with flask-limiter, per tenant (per client IP when keys are off).
+
+Every tenant (:mod:`clinvk.tenants`) has its own counter: all keys of one tenant share it. A tenant's
+``rate_limit_rps``/``rate_limit_burst`` replace the server's for it, and limit it even when
+``server.rate_limit_enabled`` is false; the others get the server's limit when that is enabled.
 
 ``rate_limit_rps`` (sustained rate) and ``rate_limit_burst`` (most requests at once) describe a token
 bucket; flask-limiter counts in windows. The mapping is one moving-window limit::
@@ -34,6 +38,7 @@ from limits.storage import storage_from_string
 
 from ...config import Config
 from ...redact import redact_uri as redact
+from ...tenants import Tenant
 from .context import settings
 from .errors import ApiError, converts
 from .security import is_open_path, is_preflight
@@ -57,11 +62,27 @@ def limit_string(rps: int, burst: int) -> str:
     return f"{amount} per {window} second"
 
 
+def keyed_tenant() -> Tenant | None:
+    """The tenant of the request's API key; None without one (keys off, or a missing/wrong key)."""
+    return getattr(g, "tenant", None) if getattr(g, "api_key_id", None) else None
+
+
 def rate_key() -> str:
-    key_id = getattr(g, "api_key_id", None)
-    if key_id:
-        return f"key:{key_id}"
+    tenant = keyed_tenant()
+    if tenant is not None:
+        return f"tenant:{tenant.name}"
     return f"ip:{getattr(g, 'client_ip', None) or request.remote_addr or 'unknown'}"
+
+
+def applicable(config: Config) -> tuple[int, int, str] | None:
+    """(rps, burst, the setting that sets them) for this request, or None when it is not limited."""
+    tenant = keyed_tenant()
+    if tenant is not None and tenant.name in config.tenants and config.tenants[tenant.name].rate_limit_rps:
+        return tenant.rate_limit_rps, tenant.rate_limit_burst, f"tenants.{tenant.name}.rate_limit_rps"
+    server = config.server
+    if server.rate_limit_enabled:
+        return server.rate_limit_rps, server.rate_limit_burst, "server.rate_limit_rps"
+    return None
 
 
 def check_storage_uri(uri: str) -> None:
@@ -75,12 +96,16 @@ def check_storage_uri(uri: str) -> None:
 
 
 def init_rate_limits(app: Flask, config: Config) -> Limiter | None:
-    """Install the limiter (when enabled). Call after the security hooks, before auth enforcement."""
+    """Install the limiter (when the server or a tenant has a limit). Call after the security hooks,
+    before auth enforcement."""
     server = config.server
-    if not server.rate_limit_enabled:
+    if not server.rate_limit_enabled and not any(t.rate_limit_rps for t in config.tenants.values()):
         return None
-    limit = limit_string(server.rate_limit_rps, server.rate_limit_burst)
     check_storage_uri(server.rate_limit_storage_uri)
+
+    def limit() -> str:
+        rps, burst, _ = applicable(config) or (server.rate_limit_rps, server.rate_limit_burst, "")
+        return limit_string(rps, burst)
 
     @app.after_request
     def _retry_after_only_when_refused(response: Response) -> Response:
@@ -98,7 +123,7 @@ def init_rate_limits(app: Flask, config: Config) -> Limiter | None:
 
     limiter = Limiter(
         key_func=rate_key,
-        application_limits=[limit],
+        application_limits=[limit],  # called per request: the tenant's own limit or the server's
         strategy="moving-window",
         storage_uri=server.rate_limit_storage_uri,
         headers_enabled=True,
@@ -111,7 +136,8 @@ def init_rate_limits(app: Flask, config: Config) -> Limiter | None:
 
     @limiter.request_filter
     def _exempt() -> bool:
-        return is_preflight() or is_open_path(request.path) or request.path in EXEMPT_PATHS
+        return (is_preflight() or is_open_path(request.path) or request.path in EXEMPT_PATHS
+                or applicable(config) is None)
 
     limiter.init_app(app)
     app.extensions["clinvk.limiter"] = limiter
@@ -122,9 +148,13 @@ def init_rate_limits(app: Flask, config: Config) -> Limiter | None:
 @converts(RateLimitExceeded)
 def _too_many(exc: RateLimitExceeded) -> ApiError:
     server = settings()
-    amount, window = limit_for(server.rate_limit_rps, server.rate_limit_burst)
+    rps, burst, setting = applicable(current_app.config["CLINVK"]) or (
+        server.rate_limit_rps, server.rate_limit_burst, "server.rate_limit_rps")
+    amount, window = limit_for(rps, burst)
     current = current_app.extensions["clinvk.limiter"].current_limit
     wait = max(1, int(current.reset_at - time.time())) if current is not None else window
-    who = "this API key" if getattr(g, "api_key_id", None) else f"client {getattr(g, 'client_ip', '?')}"
-    return ApiError(429, f"rate limit exceeded for {who}: at most {amount} requests per {window} s; "
-                         f"retry in {wait} s", code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
+    tenant = keyed_tenant()
+    who = f"tenant {tenant.name!r}" if tenant is not None else f"client {getattr(g, 'client_ip', '?')}"
+    return ApiError(429, f"rate limit exceeded for {who}: at most {amount} requests per {window} s "
+                         f"({setting}); retry in {wait} s", code="rate_limit_exceeded",
+                    headers={"Retry-After": str(wait)})

@@ -6,8 +6,9 @@ Order on every request (``before_request``, see :func:`init_security` and create
    ``server.trusted_proxies`` — the address its ``X-Forwarded-For`` / ``X-Real-IP`` names;
 2. body size: a declared ``Content-Length`` over ``server.max_request_body_bytes`` is a 413 at once,
    before a byte of the body is read (chunked bodies are cut at the limit while they are read);
-3. API key identification (``g.api_key_id``), then the rate limiter (keyed by it), then the 401 for a
-   missing or wrong key. CORS preflights and ``/health``, ``/docs``, ``/openapi.json`` need no key.
+3. API key identification (``g.api_key_id``, and ``g.tenant``, the :class:`~clinvk.tenants.Tenant` the
+   key belongs to: :func:`~clinvk.tenants.local_tenant` when no key is configured), then the rate
+   limiter (keyed by the tenant), then the 401 for a missing or wrong key. CORS preflights and ``/health``, ``/docs``, ``/openapi.json`` need no key.
 
 A refusal is an :class:`ApiError`, rendered in the shape of the API the request was made to.
 flask-cors (:mod:`.cors`) adds its headers in ``after_request`` — to every response, errors included.
@@ -23,6 +24,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from ...apikeys import ApiKeys
 from ...config import Config
+from ...tenants import Tenants
 from .clientip import client_ip, parse_networks
 from .context import settings
 from .errors import ApiError, converts
@@ -102,12 +104,13 @@ def _buffer_chunked_body(limit: int) -> None:
 # -------------------------------------------------------------------------------------- wiring
 
 
-def init_security(app: Flask, config: Config, api_keys: ApiKeys) -> None:
+def init_security(app: Flask, config: Config, api_keys: ApiKeys, tenants: Tenants) -> None:
     """Register client-IP, body-limit and key-identification hooks. Call before the limiter."""
     server = config.server
     trusted = parse_networks(server.trusted_proxies)
     limit = server.max_request_body_bytes or None
     app.extensions["clinvk.api_keys"] = api_keys
+    app.extensions["clinvk.tenants"] = tenants
 
     @app.before_request
     def _identify():
@@ -121,7 +124,11 @@ def init_security(app: Flask, config: Config, api_keys: ApiKeys) -> None:
                 _buffer_chunked_body(limit)
         g.api_key_id = None
         g.auth_error = None
-        if not api_keys or is_preflight() or is_open_path(request.path):
+        g.tenant = None
+        if not api_keys:
+            g.tenant = tenants.get(None)
+            return None
+        if is_preflight() or is_open_path(request.path):
             return None
         key = presented_key()
         if key is None:
@@ -130,6 +137,8 @@ def init_security(app: Flask, config: Config, api_keys: ApiKeys) -> None:
             g.api_key_id = api_keys.match(key)
             if g.api_key_id is None:
                 g.auth_error = "invalid API key"
+            else:
+                g.tenant = tenants.get(g.api_key_id)
         return None
 
 

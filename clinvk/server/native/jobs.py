@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify, request
 from ...jobs import work as job_work
 from ...jobs.model import KINDS, JobLimit, JobNotFound
 from ..http.bodies import json_body, load
-from ..http.context import jobs, settings, tenant
+from ..http.context import for_caller, jobs, settings, tenant
 from ..http.errors import ApiError
 from . import job_events
 from . import job_schemas as schemas
@@ -75,7 +75,7 @@ def submit_job():
                        errors=[{"field": "body.kind", "message": message}])
     spec = load(schemas.REQUEST_SCHEMAS[kind], body)
     runner = jobs()
-    work = job_work.build(runner.service, kind, spec)  # a ServiceError is this request's 4xx
+    work = job_work.build(for_caller(runner.service), kind, spec)  # a ServiceError is this request's 4xx
     try:
         job = runner.submit(tenant(), kind, {"kind": kind, **body}, work)
     except JobLimit as exc:

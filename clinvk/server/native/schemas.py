@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
-from ...config import BACKEND_NAMES
+from ...config import BACKEND_NAMES, TENANT_NAME_PATTERN
 # The request schemas shared with the command line live in clinvk.specs; listed here for the OpenAPI spec.
 from ...specs import (MAX_PROMPT_CHARS, MAX_SYSTEM_PROMPT_CHARS, PromptOptionsSchema, PromptRequestSchema,  # noqa: F401
                      RequestSchema, StrictBoolean, StrictInteger)
@@ -71,6 +71,7 @@ class SessionSchema(Schema):
     tags = fields.List(fields.String())
     metadata = fields.Dict(keys=fields.String(), values=fields.String())
     error_message = fields.String(allow_none=True)
+    owner = fields.String(metadata={"description": "The tenant (API key owner) the session belongs to."})
 
 
 MAX_OFFSET = 2 ** 53  # larger offsets overflow SQLite's integers (a 500 before this bound)
@@ -84,6 +85,8 @@ class SessionListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(("active", "completed", "error", "paused")))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
+    owner = fields.String(validate=validate.Regexp(rf"^{TENANT_NAME_PATTERN}\Z"), metadata={
+        "description": "Only this tenant's sessions. Other tenants' sessions are listed for admin keys only."})
 
 
 class SessionListResponseSchema(Schema):
@@ -109,6 +112,12 @@ class SessionStoreHealthSchema(Schema):
     error = fields.String()
 
 
+class SandboxHealthSchema(Schema):
+    mode = fields.String(required=True, validate=validate.OneOf(("bwrap", "off")),
+                         metadata={"description": "`bwrap`: every CLI run is sandboxed with bubblewrap."})
+    reason = fields.String(required=True)
+
+
 class HealthResponseSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(("ok", "degraded", "unhealthy")))
     version = fields.String(required=True)
@@ -116,6 +125,7 @@ class HealthResponseSchema(Schema):
     uptime_millis = fields.Integer(required=True)
     backends = fields.List(fields.Nested(HealthBackendSchema), required=True)
     session_store = fields.Nested(SessionStoreHealthSchema, required=True)
+    sandbox = fields.Nested(SandboxHealthSchema, required=True)
 
 
 class ProblemFieldSchema(Schema):

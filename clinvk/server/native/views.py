@@ -97,27 +97,35 @@ def list_sessions():
         - {in: query, name: status, schema: {type: string, enum: [active, completed, error, paused]}}
         - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
         - {in: query, name: offset, schema: {type: integer, minimum: 0, maximum: 9007199254740992, default: 0}}
+        - {in: query, name: owner, description: "Only this tenant's sessions (an admin key sees every tenant's;
+            any other key only its own)", schema: {type: string}}
       responses:
-        200: {description: A page of sessions, content: {application/json: {schema: SessionListResponseSchema}}}
+        200: {description: "A page of the caller's sessions (every tenant's for an admin key)",
+              content: {application/json: {schema: SessionListResponseSchema}}}
         422: {description: Invalid query, content: {application/problem+json: {schema: ProblemSchema}}}
     """
     query = load(session_query_schema, request.args.to_dict(), root="query")
+    own = service().tenant.owner_filter
+    if own is not None and query.get("owner", own) != own:  # another tenant's: nothing to see
+        return jsonify({"sessions": [], "total": 0, "limit": query["limit"], "offset": query["offset"]})
+    query["owner"] = query.get("owner") or own
     sessions, total = service().store.list(**query)
     return jsonify({"sessions": [s.to_dict() for s in sessions], "total": total,
                     "limit": query["limit"], "offset": query["offset"]})
 
 
 def find_session(session_id: str):
-    """The session, or 404 for an id that names none (unknown, ambiguous or malformed alike)."""
+    """The caller's session, or 404 for an id that names none of them (unknown, another tenant's,
+    ambiguous, too short a prefix or malformed alike)."""
     try:
-        return service().store.get(session_id)
+        return service().store.get(session_id, owner=service().tenant.owner_filter)
     except (LookupError, ValueError) as exc:
         raise ApiError(404, str(exc), errors=[{"field": "path.id", "message": str(exc)}]) from None
 
 
 @bp.get("/sessions/<session_id>")
 def get_session(session_id: str):
-    """Get one session by id or unique id prefix.
+    """Get one of the caller's sessions by id or unique id prefix (at least 8 characters).
 
     ---
     get:
@@ -134,7 +142,7 @@ def get_session(session_id: str):
 
 @bp.delete("/sessions/<session_id>")
 def delete_session(session_id: str):
-    """Delete one session by id or unique id prefix.
+    """Delete one of the caller's sessions by id or unique id prefix (at least 8 characters).
 
     ---
     delete:
@@ -148,7 +156,7 @@ def delete_session(session_id: str):
     """
     session = find_session(session_id)
     try:
-        service().store.delete(session.id)
+        service().delete_session(session.id)
     except LookupError as exc:  # deleted by someone else meanwhile
         raise ApiError(404, str(exc)) from None
     return jsonify({"deleted": True, "id": session.id})
