@@ -14,6 +14,7 @@ where a supervisor or a shutdown drain finds it) and :meth:`RunLifecycle.finish`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import shlex
 import threading
@@ -109,6 +110,40 @@ class PreparedRun:
                          model=self.spec.model or None)
 
 
+def isolate(service: "Service", backend: str, session: Session | None,
+            invocation: Invocation) -> "tuple[Invocation, CliHome | None]":
+    """``invocation`` in its CLI home (:mod:`clinvk.homes`: the session's, or a throwaway one when
+    ``session`` is None), then in the sandbox (:mod:`clinvk.sandbox`) when runs are sandboxed."""
+    sandboxed = service.sandbox.active
+    home = service.homes.open(backend, session.id if session else None, invocation.env,
+                              sandboxed=sandboxed, legacy=bool(session and session.turn_count))
+    if home is not None:
+        invocation = dataclasses.replace(invocation, env={**invocation.env, **home.env()})
+    if sandboxed:
+        if not invocation.cwd and home is not None:
+            # Never the server's own directory (it may hold the state dir): an empty one of the home.
+            invocation = dataclasses.replace(invocation, cwd=str(home.workdir()))
+        invocation = sandbox.wrap(invocation, home=str(home.path) if home else None,
+                                  extra_rw=home.binds if home else [])
+    return invocation, home
+
+
+def isolate_warm(service: "Service", backend: str, invocation: Invocation):
+    """A warm process's isolation: a throwaway home of its own (pooled runs are ephemeral), and what
+    releases it when the process ends."""
+    launched, home = isolate(service, backend, None, invocation)
+    return launched, (None if home is None else functools.partial(release_home, home, service.homes.locks))
+
+
+def release_home(home: "CliHome | None", locks) -> None:
+    """After the process: refreshed login files go back to the operator, a throwaway home goes."""
+    if home is not None:
+        try:
+            home.release(locks)
+        except Exception:
+            log.exception("could not release the CLI home %s", home.path)
+
+
 class RunLifecycle:
     """One run of a :class:`PreparedRun`, stage by stage. Used once."""
 
@@ -155,46 +190,32 @@ class RunLifecycle:
                 self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
 
     def launch(self) -> Invocation:
-        """The process to start: argv, environment, working directory and stdin, all decided here."""
+        """The process to start before its isolation: argv, environment, working directory and stdin,
+        all decided here (:meth:`isolate` adds the CLI home and the sandbox)."""
         prepared = self.prepared
-        invocation = dataclasses.replace(prepared.invocation, env=prepared.env)
-        return self.isolate(invocation)
+        return dataclasses.replace(prepared.invocation, env=prepared.env)
 
     def isolate(self, invocation: Invocation) -> Invocation:
-        """The CLI's own home (:mod:`clinvk.homes`: the session's, or a throwaway one), then the
-        sandbox around it (:mod:`clinvk.sandbox`) when runs are sandboxed."""
-        prepared, service = self.prepared, self.service
-        sandboxed = service.sandbox.active
-        session = None if prepared.ephemeral else prepared.session
-        self.home = service.homes.open(prepared.backend.name, session.id if session else None, invocation.env,
-                                       sandboxed=sandboxed, legacy=bool(session and session.turn_count))
-        if self.home is not None:
-            invocation = dataclasses.replace(invocation, env={**invocation.env, **self.home.env()})
-        if sandboxed:
-            if not invocation.cwd and self.home is not None:
-                # Never the server's own directory (it may hold the state dir): an empty one of the home.
-                invocation = dataclasses.replace(invocation, cwd=str(self.home.workdir()))
-            invocation = sandbox.wrap(invocation, home=str(self.home.path) if self.home else None,
-                                      extra_rw=self.home.binds if self.home else [])
+        """``invocation`` in the CLI's own home (the session's, or a throwaway one) and sandbox."""
+        session = None if self.prepared.ephemeral else self.prepared.session
+        invocation, self.home = isolate(self.service, self.prepared.backend.name, session, invocation)
         return invocation
 
     def release_home(self) -> None:
         """After the process: refreshed login files go back to the operator, a throwaway home goes."""
-        if self.home is not None:
-            try:
-                self.home.release(self.service.homes.locks)
-            except Exception:
-                log.exception("could not release the CLI home %s", self.home.path)
+        release_home(self.home, self.service.homes.locks)
 
     def spawn(self) -> RunningProcess:
         """Start the CLI (or take one the warm pool started ahead for this very launch); the backend's
         after_run hook runs when the process is closed."""
-        backend, launch = self.prepared.backend, self.launch()
+        backend, bare = self.prepared.backend, self.launch()
+        warm = take_warm(self.prepared, bare, functools.partial(isolate_warm, self.service, backend.name))
+        release_warm = warm.on_close if warm is not None else None  # the warm process's own home
+        launch = warm.launched if warm is not None else self.isolate(bare)
         self.launched = launch
         backend.before_run(launch.env)
         try:
-            process = take_warm(self.prepared, launch) or \
-                RunningProcess(launch, launch.env, self.service.config.server.request_timeout_secs)
+            process = warm or RunningProcess(launch, launch.env, self.service.config.server.request_timeout_secs)
         except StartError as exc:
             backend.after_run(launch.env)
             self.release_home()
@@ -203,6 +224,8 @@ class RunLifecycle:
         def closed() -> None:
             backend.after_run(launch.env)
             self.release_home()
+            if release_warm is not None:
+                release_warm()
 
         process.on_close = closed
         return process

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from clinvk.cli import cli
 from clinvk.homes import CliHomes
 from clinvk.server import create_app
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -137,7 +138,9 @@ def test_a_sessions_home_lives_as_long_as_the_session(client, clinvk_home, fake_
     assert homes_of(clinvk_home) == []
 
 
-def test_ephemeral_and_compat_runs_leave_no_home(client, clinvk_home, fake_clis):
+def test_ephemeral_and_compat_runs_leave_no_home(make_app, clinvk_home, fake_clis):
+    # No warm pool here: its standby CLIs wait in throwaway homes of their own (next test).
+    client = make_app(run={"warm_pool": {"enabled": False}}).test_client()
     for backend in ("claude", "codex", "gemini"):
         assert client.post("/api/v1/prompt", json={"backend": backend, "prompt": "x", "ephemeral": True}).json[
             "exit_code"] == 0
@@ -162,3 +165,18 @@ def test_retention_and_the_command_line_delete_homes(make_config, clinvk_home, f
     result = CliRunner().invoke(cli, ["sessions", "clean", "--older-than", "30d"])
     assert result.exit_code == 0, result.output
     assert homes_of(clinvk_home) == [keep]  # the orphan went, the live session's home stayed
+
+
+def test_a_warm_cli_has_a_home_of_its_own_that_goes_with_it(make_app, clinvk_home, fake_clis):
+    app = make_app()
+    client = app.test_client()
+    pool = app.extensions["clinvk.service"].warm_pool
+    tmp_homes = clinvk_home / "tmp-homes"
+    answers = [client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "x", "ephemeral": True}).json
+               for _ in range(2)]
+    assert [a["exit_code"] for a in answers] == [0, 0]
+    assert wait_for(lambda: pool.counts["hit"] == 1 and pool.idle() == 1, 30), pool.counts
+    # Left: the waiting process's own throwaway home; the two runs' homes go when their CLIs end.
+    assert wait_for(lambda: len(list(tmp_homes.iterdir())) == 1, 30), list(tmp_homes.iterdir())
+    pool.close()
+    assert wait_for(lambda: not any(tmp_homes.iterdir()), 30), list(tmp_homes.iterdir())

@@ -129,7 +129,7 @@ class WarmPool:
                 entry = max(wanting, key=lambda e: e.last_asked)  # the most recently asked key first
                 recipe = entry.recipe
             try:
-                process = WarmProcess(recipe.argv, recipe.env, recipe.cwd, recipe.protocol())
+                process = recipe.start()
             except OSError as exc:
                 log.warning("warm pool: cannot start %s: %s", recipe.backend, exc)
                 with self._lock:

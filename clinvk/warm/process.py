@@ -16,10 +16,13 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..runner import MAX_STDERR_BYTES, MAX_STDOUT_BYTES, ProcessOutcome, StartError
 from .protocol import Protocol, Step
+
+if TYPE_CHECKING:
+    from ..backends import Invocation
 
 # After the result line the CLI exits by itself within ~0.1-0.4 s (measured); its group is killed after this.
 EXIT_GRACE_SECS = 5.0
@@ -37,6 +40,7 @@ class WarmProcess:
         self.cancelled: str | None = None
         self.truncated = False
         self.on_close: Callable[[], None] | None = None
+        self.launched: Invocation | None = None  # the isolated launch it runs as (set by its recipe)
         self.rss_bytes = 0  # measured by the pool while idle
         self._running = False
         self._finished = False  # the result line came
