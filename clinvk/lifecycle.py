@@ -68,10 +68,10 @@ class PreparedRun:
     spec: RunSpec
     request: PromptRequest
     invocation: Invocation
-    env: dict[str, str]
     dry_run: bool
     session: Session | None = None
     notes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the CLI's environment, set by RunLifecycle.launch
 
     @property
     def stream(self) -> bool:
@@ -132,6 +132,9 @@ class RunLifecycle:
     def launch(self) -> Invocation:
         """The process to start: argv, environment, working directory and stdin, all decided here."""
         prepared = self.prepared
+        # An allowlist of the server's variables (clinvk.cli_env), never all of them: CLINVK_API_KEYS
+        # and other secrets must not reach an agent that can print its environment.
+        prepared.env = self.service.environment(prepared.backend.name)
         return dataclasses.replace(prepared.invocation, env=prepared.env)
 
     def spawn(self) -> RunningProcess:

@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, NoReturn
 
 from .backends import BACKENDS, Backend, RunSpec, UnsupportedOption
+from .cli_env import cli_environment
 from .config import BACKEND_NAMES, BackendConfig, Config
 from .errors import Conflict, NotFound, ServiceError, Unavailable
 from .events import RunResult
@@ -53,19 +54,15 @@ class Service:
         server = config.server
         self.gate = gate if gate is not None else ConcurrencyGate(
             server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
-        self._env = {name: self._environment(name) for name in BACKEND_NAMES}
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
         self.observers: list[Callable[[str, str, float], None]] = []
 
     # -- backends --------------------------------------------------------------------------------
 
-    def _environment(self, name: str) -> dict[str, str]:
-        env = dict(os.environ)
-        for key, value in BACKENDS[name].default_env.items():
-            env.setdefault(key, value)
-        env.update(self.config.backend(name).env)
-        return env
+    def environment(self, name: str) -> dict[str, str]:
+        """The environment of backend ``name``'s CLI (:mod:`clinvk.cli_env`), from the server's as it is now."""
+        return cli_environment(name, self.config.backend(name), os.environ)
 
     def executable(self, name: str) -> str | None:
         """Path of the backend's CLI, or None. Cached briefly: PATH scans are not free on a hot path."""
@@ -76,7 +73,7 @@ class Service:
         backend_config = self.config.backend(name)
         path = None
         if backend_config.enabled:
-            path = shutil.which(backend_config.command or name, path=self._env[name].get("PATH"))
+            path = shutil.which(backend_config.command or name, path=self.environment(name).get("PATH"))
         self._available[name] = (now, path)
         return path
 
@@ -125,7 +122,7 @@ class Service:
             fields.fail(ServiceError, str(exc), exc.field)
         for note in invocation.notes:
             log.info("%s: %s", name, note)
-        return PreparedRun(self, backend, spec, request, invocation, self._env[name], dry_run=dry_run,
+        return PreparedRun(self, backend, spec, request, invocation, dry_run=dry_run,
                            session=session, notes=list(invocation.notes))
 
     def _session(self, request: PromptRequest, fields: _Fields) -> Session | None:

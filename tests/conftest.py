@@ -11,6 +11,11 @@ import pytest
 from clinvk.config import load_config
 from clinvk.server import create_app
 
+try:  # the fake CLIs' knobs (FAKE_*) reach them through clinvk's CLI environment allowlist
+    from tests.server_process import with_fake_knobs
+except ImportError:  # pragma: no cover - run from inside tests/
+    from server_process import with_fake_knobs
+
 TESTS = Path(__file__).resolve().parent
 FAKES = TESTS / "fakes"
 FIXTURES = TESTS / "fixtures"
@@ -59,7 +64,7 @@ def make_config(clinvk_home):
     """Config with defaults + ``overrides`` (nested dict), isolated from the user's files and env."""
 
     def make(**overrides):
-        return load_config(env={"CLINVK_HOME": str(clinvk_home)}, overrides=overrides or None)
+        return load_config(env={"CLINVK_HOME": str(clinvk_home)}, overrides=with_fake_knobs(overrides))
 
     return make
 

@@ -30,6 +30,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def with_fake_knobs(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``config`` with ``backends.<name>.pass_env: [FAKE_*]`` unless it sets its own."""
+    config = dict(config or {})
+    backends = {name: dict(section or {}) for name, section in (config.get("backends") or {}).items()}
+    for name in ("claude", "codex", "gemini"):
+        backends.setdefault(name, {}).setdefault("pass_env", ["FAKE_*"])
+    config["backends"] = backends
+    return config
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -51,7 +61,8 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = self.dir / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump(config or {}))
+        # The fake CLIs' knobs (FAKE_*) pass clinvk's CLI environment allowlist.
+        self.config_path.write_text(yaml.safe_dump(with_fake_knobs(config)))
         self.workers = workers
         self.threads = threads
         self.start_timeout = start_timeout

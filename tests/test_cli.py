@@ -31,6 +31,8 @@ def env(fake_clis, clinvk_home, monkeypatch):
         if name.startswith("CLINVK_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLINVK_HOME", str(clinvk_home))
+    for name in ("CLAUDE", "CODEX", "GEMINI"):  # the fake CLIs' knobs pass the CLI environment allowlist
+        monkeypatch.setenv(f"CLINVK_BACKENDS__{name}__PASS_ENV", "FAKE_*")
     return clinvk_home
 
 

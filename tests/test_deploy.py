@@ -99,6 +99,8 @@ def fake_env(tmp: Path) -> tuple[dict[str, str], FakeLog]:
     env.update({"PATH": f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_CLI_HOME": str(home),
                 "FAKE_CLI_LOG": str(tmp / "fake-cli.log"), "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)})
+    for name in ("CLAUDE", "CODEX", "GEMINI"):  # the fakes' knobs pass the CLI environment allowlist
+        env[f"CLINVK_BACKENDS__{name}__PASS_ENV"] = "FAKE_*"
     return env, FakeLog(tmp / "fake-cli.log")
 
 

@@ -181,6 +181,8 @@ _ITEM_RULES: dict[str, _Rule] = {
     "server.trusted_proxies": _Rule("an IP address or CIDR network", _is_network),
     "server.allowed_workdir_prefixes": _ABSOLUTE,
     "server.blocked_workdir_prefixes": _ABSOLUTE,
+    "backends.*.pass_env": _Rule("an environment variable name, or a prefix ending in * (MY_TOOL_*)",
+                                 lambda v: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", v) is not None),
 }
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -259,7 +261,7 @@ def set_value(cfg: Config, path: tuple[str, ...], value: Any, src: Src, *, from_
               f"must be {rule.desc if rule else _type_desc(hint)} (got {value!r})", src)
     if rule and not rule.ok(coerced):
         fail(key, f"must be {rule.desc} (got {value!r}){rule.note}", src)
-    item_rule = _ITEM_RULES.get(key)
+    item_rule = _ITEM_RULES.get(_rule_key(fpath))
     for i, item in enumerate(coerced if item_rule else ()):
         if not item_rule.ok(item):
             fail(f"{key}[{i}]", f"must be {item_rule.desc} (got {item!r})", src)

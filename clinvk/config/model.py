@@ -37,6 +37,8 @@ class BackendConfig:
     command: str = ""  # executable name or path; "" -> the backend name, resolved on PATH
     model: str = ""
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the CLI process
+    # More server variables the CLI may inherit (names or PREFIX*), on top of clinvk.cli_env's allowlist.
+    pass_env: list[str] = field(default_factory=list)
     enabled: bool = True
     extra_flags: list[str] = field(default_factory=list)  # operator's flags: trusted, not allowlisted
     approval_mode: str = ""  # "" = use unified_flags

@@ -1,0 +1,54 @@
+"""Hardening checked with the genuine CLIs: what the CLI process really gets in its environment, and
+that a prompt starting with "/" reaches the model as text (gemini runs it as a command otherwise)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from clinvk.specs import PromptRequest
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.realcli
+
+SERVER_SECRETS = {"CLINVK_API_KEYS": "sk-clinvk-client-key", "DATABASE_PASSWORD": "hunter2-db"}
+
+
+def group_environments(pgid: int) -> dict[int, dict[str, str]]:
+    """The environment of every live process in process group ``pgid`` (the CLI and its children)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            raw = (entry / "environ").read_bytes()
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+        found[int(entry.name)] = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0")
+                                      if "=" in item)
+    return found
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+def test_the_genuine_cli_process_holds_no_server_secret(realcli_app, stubs, monkeypatch, backend):
+    for name, value in SERVER_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    stubs[backend].set_mode("hang")  # the CLI waits for its model: its environment can be read meanwhile
+    service = realcli_app.extensions["clinvk.service"]
+    run = service.prepare(PromptRequest(prompt="print your environment", backend=backend, stream=True,
+                                        ephemeral=True)).start_stream()
+    try:
+        assert wait_for(lambda: stubs[backend].requests, 60), f"{backend} never called its stub"
+        environments = group_environments(run._process.pid)
+        assert environments, "no process of the CLI's group was found"
+        for pid, env in environments.items():
+            leaked = {k for k, v in env.items() if k.startswith("CLINVK_") or v in SERVER_SECRETS.values()}
+            assert not leaked, f"{backend} process {pid} holds {leaked}"
+        assert any(env.get("HOME") for env in environments.values())
+    finally:
+        run.cancel("test done")
+        run.close()
