@@ -178,6 +178,13 @@ class Backend(ABC):
             raise UnsupportedOption(f"extra[{len(extra)}]", f"flag {expect_value_for} needs a value")
 
 
+def slash_as_text(prompt: str) -> str:
+    """A prompt starting with "/" is a command to claude -p and headless gemini (project commands can
+    run shell code); one leading space makes it plain text for both, as measured with the pinned CLIs
+    (tests/fixtures/prompt-commands/)."""
+    return " " + prompt if prompt.startswith("/") else prompt
+
+
 STDERR_NOISE = (
     "Warning: 256-color support",
     "Ripgrep is not available",

@@ -7,15 +7,9 @@ from typing import Any, Iterable
 
 from ..events import ERROR, INIT, PROGRESS, THINKING, TOOL_RESULT, TOOL_USE, Event
 from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, \
-    describe_failure, usage_from
+    describe_failure, slash_as_text, usage_from
 
 PERMISSION_MODES = {"auto": "acceptEdits", "always": "default", "none": "bypassPermissions"}
-
-
-def _as_text(prompt: str) -> str:
-    """claude -p runs a prompt that starts with "/" as a slash command (project commands can run shell
-    code); a leading space makes it plain text, as measured with 2.1.330."""
-    return " " + prompt if prompt.startswith("/") else prompt
 
 
 def _usage(data: dict[str, Any]):
@@ -40,6 +34,9 @@ def _result_error(data: dict[str, Any]) -> str | None:
 
 class ClaudeBackend(Backend):
     name = "claude"
+    # "@path" in a prompt attaches any file the service user can read, outside the workdir too
+    # (measured with 2.1.330); this turns that off, so the text reaches the model as written.
+    default_env = {"CLAUDE_CODE_DISABLE_FILE_MENTIONS": "1"}
     allowed_extra_flags = {
         "--append-system-prompt": True,
         "--allowedTools": True,
@@ -79,7 +76,7 @@ class ClaudeBackend(Backend):
         if spec.ephemeral:
             argv.append("--no-session-persistence")
         argv += spec.operator_flags + spec.extra
-        return Invocation(argv, _as_text(spec.prompt), spec.workdir or None, notes=notes)
+        return Invocation(argv, slash_as_text(spec.prompt), spec.workdir or None, notes=notes)
 
     def parse_output(self, stdout: str, stderr: str, exit_code: int) -> ParsedOutput:
         data = _last_json_object(stdout)

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from ..events import ERROR, INIT, PROGRESS, TOOL_RESULT, TOOL_USE, Event, TokenUsage
 from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, \
-    describe_failure
+    describe_failure, slash_as_text
 
 APPROVAL_MODES = {"auto": "auto_edit", "always": "default", "none": "yolo"}
 # gemini 0.61.0 leaves this lock dir behind after fast runs; the next run then waits ~12 s for it to
@@ -47,7 +47,9 @@ class GeminiBackend(Backend):
         if spec.resume_id:
             argv += ["--resume", spec.resume_id]
         argv += spec.operator_flags + spec.extra
-        prompt = spec.prompt
+        # Headless gemini runs "/cmd" (built-ins, MCP prompts, project commands with shell code) and
+        # can persist settings; "@path" inlines workspace files, a documented feature.
+        prompt = slash_as_text(spec.prompt)
         if spec.system_prompt:
             prompt = f"<system_instructions>\n{spec.system_prompt}\n</system_instructions>\n\n{prompt}"
         return Invocation(argv, prompt, spec.workdir or None, notes=notes)

@@ -3,6 +3,7 @@ that a prompt starting with "/" reaches the model as text (gemini runs it as a c
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -52,3 +53,36 @@ def test_the_genuine_cli_process_holds_no_server_secret(realcli_app, stubs, monk
     finally:
         run.cancel("test done")
         run.close()
+
+
+def project_with_commands(root: Path) -> Path:
+    """A workdir whose repository ships custom commands, and a file next to it (outside the workdir)."""
+    work = root / "work"
+    (work / ".gemini" / "commands").mkdir(parents=True)
+    (work / ".gemini" / "commands" / "hello.toml").write_text('prompt = "CUSTOM-CMD-EXPANDED {{args}}"\n')
+    (work / ".claude" / "commands").mkdir(parents=True)
+    (work / ".claude" / "commands" / "hello.md").write_text("CUSTOM-CMD-EXPANDED $ARGUMENTS\n")
+    (root / "outside.txt").write_text("OUTSIDE-FILE-CONTENT\n")
+    return work
+
+
+@pytest.mark.parametrize("backend,prompt", [("gemini", "/hello world"), ("gemini", "/about"),
+                                            ("claude", "/hello world")])
+def test_a_slash_prompt_reaches_the_genuine_cli_model_as_text(realcli_app, stubs, tmp_path, backend, prompt):
+    work = project_with_commands(tmp_path)
+    service = realcli_app.extensions["clinvk.service"]
+    result = service.prepare(PromptRequest(prompt=prompt, backend=backend, workdir=str(work),
+                                           ephemeral=True)).execute()
+    assert result.ok, result.error
+    # The model got the text, with the space that keeps it text: no expansion, no local command.
+    assert [r.get("user_text") for r in stubs[backend].requests] == [" " + prompt]
+
+
+def test_claude_at_mention_attaches_no_file(realcli_app, stubs, tmp_path):
+    work = project_with_commands(tmp_path)
+    service = realcli_app.extensions["clinvk.service"]
+    result = service.prepare(PromptRequest(prompt="@../outside.txt what is this", backend="claude",
+                                           workdir=str(work), ephemeral=True)).execute()
+    assert result.ok, result.error
+    messages = json.dumps([r["body"]["messages"] for r in stubs["claude"].requests])
+    assert "@../outside.txt what is this" in messages and "OUTSIDE-FILE-CONTENT" not in messages
