@@ -417,6 +417,26 @@ def test_body_at_the_limit_passes_nginx_and_the_app(stack):
     assert response.json()["output"] == f"echo: hi {tag}"
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_docs_try_it_out_is_same_origin_through_nginx_and_other_sites_are_refused(stack, scheme):
+    """A browser on /docs sends Origin: <the nginx URL>; nginx passes the Host it got (X-Forwarded-Host)."""
+    base = stack.base(scheme)
+    verify = str(stack.nginx.cert)
+    assert requests.get(base + "/docs", timeout=10, verify=verify).status_code == 200
+    tag = marker()
+    body = {"backend": "codex", "prompt": f"hi {tag}"}
+    same = requests.post(base + "/api/v1/prompt", json=body, timeout=60, verify=verify,
+                         headers={"Origin": base, "Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 200, same.text
+    evil = requests.post(base + "/api/v1/prompt", json={**body, "prompt": f"evil {tag}"}, timeout=60, verify=verify,
+                         headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert evil.status_code == 403, evil.text
+    rebound = requests.get(base + "/api/v1/backends", timeout=10, verify=verify,
+                           headers={"Host": f"rebind.evil.example:{base.rsplit(':', 1)[1]}"})
+    assert rebound.status_code == 400 and "allowed_hosts" in rebound.text, rebound.text
+    assert stack.log.calls() and not [c for c in stack.log.calls() if f"evil {tag}" in (c.get("prompt") or "")]
+
+
 # -- headers, logs, metrics ------------------------------------------------------------------------------
 
 def test_request_ids_and_client_address_pass_through(stack):

@@ -91,7 +91,7 @@ def test_serve_sigterm_during_runs_leaves_no_cli_behind(env, fake_clis):
         wait_http(f"http://127.0.0.1:{port}/health")
         body = json.dumps({"backend": "claude", "prompt": "FAKE_HANG", "output_format": "stream-json"}).encode()
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
             received = b""
             while b'"init"' not in received:

@@ -103,6 +103,8 @@ class ServerConfig:
     cors_allowed_origins: list[str] = field(
         default_factory=lambda: ["http://localhost:*", "http://127.0.0.1:*"])
     cors_allow_credentials: bool = False
+    # Host names the server answers to ([] = the loopback names and the bind address, loopback binds only).
+    allowed_hosts: list[str] = field(default_factory=list)
     cors_max_age: int = 300
     allowed_workdir_prefixes: list[str] = field(default_factory=list)
     blocked_workdir_prefixes: list[str] = field(
