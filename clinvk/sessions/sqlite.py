@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..events import TokenUsage
+from ..private_dirs import make_private_dirs
 from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status,
                     derive_title, format_time, parse_time, utc_now)
 from .store import SessionStore
@@ -62,11 +63,7 @@ class SqliteSessionStore(SessionStore):
     def __init__(self, path: str | os.PathLike[str]):
         """Open (creating if needed) the database at ``path``; a new parent directory is made 0700."""
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, mode=0o700)
-            os.chmod(self.path.parent, 0o700)  # mkdir's mode is filtered by the umask
-        except FileExistsError:
-            pass
+        make_private_dirs(self.path.parent)
         # Create the file ourselves so it is 0600 from the start (SQLite would use 0644); SQLite gives
         # the -wal and -shm files the same mode as the database. An existing store is tightened too:
         # it holds users' prompts.
