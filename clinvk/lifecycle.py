@@ -72,6 +72,7 @@ class PreparedRun:
     session: Session | None = None
     notes: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # the CLI's environment, set by RunLifecycle.launch
+    shown_command: str = ""  # a dry run's command line, operator-configured values redacted (Service.prepare)
 
     @property
     def stream(self) -> bool:
@@ -86,7 +87,8 @@ class PreparedRun:
         return self.session.id if self.session else None
 
     def command_line(self) -> str:
-        return shlex.join(self.invocation.argv)
+        """What a dry run shows: the command line without the operator's configuration."""
+        return self.shown_command or shlex.join([self.backend.name] + self.invocation.argv[1:])
 
     def execute(self, cancel: CancelToken | None = None) -> RunResult:
         """Run to completion (non-streaming) and record the turn."""

@@ -8,8 +8,10 @@ builds on the same two calls.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shlex
 import shutil
 import time
 from typing import Any, Callable, NoReturn
@@ -31,6 +33,7 @@ __all__ = ["CancelToken", "Conflict", "NotFound", "PreparedRun", "PromptRequest"
 log = logging.getLogger(__name__)
 
 AVAILABILITY_TTL_SECS = 5.0
+CONFIGURED = "<configured>"  # what a dry run shows in place of an operator-configured value
 
 
 class _Fields:
@@ -122,8 +125,20 @@ class Service:
             fields.fail(ServiceError, str(exc), exc.field)
         for note in invocation.notes:
             log.info("%s: %s", name, note)
-        return PreparedRun(self, backend, spec, request, invocation, dry_run=dry_run,
-                           session=session, notes=list(invocation.notes))
+        prepared = PreparedRun(self, backend, spec, request, invocation, dry_run=dry_run,
+                               session=session, notes=list(invocation.notes))
+        if dry_run:
+            prepared.shown_command = self._shown_command(backend, spec, request, backend_config.allow_dangerous_flags)
+        return prepared
+
+    @staticmethod
+    def _shown_command(backend: Backend, spec: RunSpec, request: PromptRequest, allow_dangerous: bool) -> str:
+        """The command line a dry run shows any key holder: the operator's configuration (system prompt,
+        allowed tools, extra_flags, the executable's path) reads ``<configured>``; the request's own values stay."""
+        shown = dataclasses.replace(
+            spec, system_prompt=spec.system_prompt if request.system_prompt else (spec.system_prompt and CONFIGURED),
+            allowed_tools=spec.allowed_tools and CONFIGURED, operator_flags=[CONFIGURED for _ in spec.operator_flags])
+        return shlex.join(backend.build(shown, backend.name, allow_dangerous).argv)
 
     def _session(self, request: PromptRequest, fields: _Fields) -> Session | None:
         """The stored session a request continues, checked against the request; None for a new run."""
