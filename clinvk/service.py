@@ -23,6 +23,7 @@ from .errors import Conflict, NotFound, ServiceError, Unavailable
 from .events import RunResult
 from .gate import ConcurrencyGate, Gate
 from .lifecycle import CancelToken, PreparedRun, StreamingRun
+from .modelname import model_error
 from .sessions import Session, SessionStore, open_store
 from .specs import PromptRequest
 from .workdir import WorkdirError, resolve_workdir
@@ -116,7 +117,7 @@ class Service:
             fields.fail(ServiceError, f"unknown backend {name!r} (known: {', '.join(BACKEND_NAMES)})", "backend")
         backend, backend_config = BACKENDS[name], self.config.backend(name)
         spec = self._run_spec(request, backend, backend_config, session, self._workdir(request, session, fields))
-        self._check_arguments(spec, backend, fields)
+        self._check_arguments(spec, backend, fields, backend_config.allow_dangerous_flags)
         dry_run = request.dry_run or self.config.unified_flags.dry_run
         executable = self._executable(name, backend_config, dry_run, fields)
         try:
@@ -207,16 +208,20 @@ class Service:
         )
 
     @staticmethod
-    def _check_arguments(spec: RunSpec, backend: Backend, fields: _Fields) -> None:
-        # Values that become command-line arguments: a NUL byte cannot be passed to exec().
+    def _check_arguments(spec: RunSpec, backend: Backend, fields: _Fields, allow_dangerous: bool) -> None:
+        # Values that become command-line arguments: a NUL byte cannot be passed to exec(), and a model
+        # name must not read as a flag.
         for option, value in (("model", spec.model), ("system_prompt", spec.system_prompt)):
             if "\x00" in value:
                 fields.fail(ServiceError, f"{option} must not contain NUL bytes", option)
+        problem = model_error(spec.model)
+        if problem:
+            fields.fail(ServiceError, f"model {spec.model!r} {problem}", "model")
         for index, flag in enumerate(spec.extra):
             if "\x00" in flag:
                 fields.fail(ServiceError, "extra flags must not contain NUL bytes", f"extra[{index}]")
         try:
-            backend.check_extra(spec.extra)
+            backend.check_extra(spec.extra, allow_dangerous)
         except UnsupportedOption as exc:
             fields.fail(ServiceError, str(exc), exc.field)
 

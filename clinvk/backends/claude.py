@@ -37,16 +37,28 @@ class ClaudeBackend(Backend):
     # "@path" in a prompt attaches any file the service user can read, outside the workdir too
     # (measured with 2.1.330); this turns that off, so the text reaches the model as written.
     default_env = {"CLAUDE_CODE_DISABLE_FILE_MENTIONS": "1"}
+    # Audited against the pinned --help (tests/fixtures/claude/help.txt).
     allowed_extra_flags = {
         "--append-system-prompt": True,
-        "--allowedTools": True,
-        "--allowed-tools": True,
         "--disallowedTools": True,
         "--disallowed-tools": True,
         "--effort": True,
         "--fallback-model": True,
         "--model": True,
         "--verbose": False,
+    }
+    dangerous_extra_flags = {
+        "--allowedTools": True,  # pre-approves tools: Bash(*) is any shell command
+        "--allowed-tools": True,
+        "--add-dir": True,
+        "--permission-mode": True,
+        "--mcp-config": True,
+        "--settings": True,
+        "--setting-sources": True,
+        "--plugin-dir": True,
+        "--agents": True,
+        "--dangerously-skip-permissions": False,
+        "--allow-dangerously-skip-permissions": False,
     }
 
     def build(self, spec: RunSpec, executable: str, allow_dangerous: bool) -> Invocation:

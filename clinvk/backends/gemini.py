@@ -24,7 +24,13 @@ STALE_LOCK_SECS = 2.0
 
 class GeminiBackend(Backend):
     name = "gemini"
+    # Audited against the pinned --help (tests/fixtures/gemini/help.txt).
     allowed_extra_flags = {"--model": True, "-m": True, "--debug": False, "-d": False}
+    dangerous_extra_flags = {
+        "--yolo": False, "-y": False, "--approval-mode": True, "--include-directories": True,
+        "--allowed-tools": True, "--allowed-mcp-server-names": True, "-e": True, "--extensions": True,
+        "--policy": True, "--admin-policy": True,
+    }
     # One process instead of a parent that ignores SIGTERM plus a child; also ~0.45 s faster.
     default_env = {"GEMINI_CLI_NO_RELAUNCH": "true", "NO_COLOR": "1"}
 

@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ..modelname import model_error
 from .model import (APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES, BackendConfig, Config,
                     ConfigError, OutputConfig, ParallelConfig, ServerConfig, SessionConfig, UnifiedFlags)
 
@@ -151,6 +152,8 @@ _RULES: dict[str, _Rule] = {
     "unified_flags.max_turns": _at_least(0),
     "unified_flags.command_timeout_secs": _at_least(0),
     "backends.*.approval_mode": _one_of(("",) + APPROVAL_MODES),
+    "backends.*.model": _Rule("a string (a model name: no leading '-', whitespace or control characters)",
+                              lambda v: model_error(v) is None),
     "backends.*.sandbox_mode": _one_of(("",) + SANDBOX_MODES),
     "session.retention_days": _at_least(0),
     "output.format": _one_of(OUTPUT_FORMATS),
