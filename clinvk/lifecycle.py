@@ -27,6 +27,7 @@ from .backends.base import ParsedOutput
 from .errors import Unavailable
 from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
 from .runner import ProcessOutcome, RunningProcess, StartError
+from .scratch import new_scratch_dir, remove_scratch
 from .sessions import Session
 from .specs import PromptRequest
 
@@ -120,6 +121,18 @@ class RunLifecycle:
         with self.service.gate.slot():
             yield
 
+    def assign_workdir(self) -> None:
+        """A run that names no workdir gets a fresh scratch directory under the state directory, never
+        the server's own; a session keeps it for its later turns (it is recorded as its workdir)."""
+        spec = self.prepared.spec
+        if not spec.workdir and self.prepared.session is None:
+            spec.workdir = new_scratch_dir(self.service.config.home)
+
+    def release_workdir(self) -> None:
+        """An ephemeral run's scratch directory goes when the run does."""
+        if self.prepared.ephemeral:
+            remove_scratch(self.service.config.home, self.prepared.spec.workdir)
+
     def open_session(self) -> None:
         """Create the session a first, persistent turn is recorded in."""
         prepared = self.prepared
@@ -137,7 +150,7 @@ class RunLifecycle:
         # An allowlist of the server's variables (clinvk.cli_env), never all of them: CLINVK_API_KEYS
         # and other secrets must not reach an agent that can print its environment.
         prepared.env = self.service.environment(prepared.backend.name)
-        return dataclasses.replace(prepared.invocation, env=prepared.env)
+        return dataclasses.replace(prepared.invocation, env=prepared.env, cwd=prepared.spec.workdir or None)
 
     def spawn(self) -> RunningProcess:
         """Start the CLI; the backend's after_run hook runs when the process is closed."""
@@ -147,6 +160,7 @@ class RunLifecycle:
             process = RunningProcess(launch, launch.env, self.service.config.server.request_timeout_secs)
         except StartError as exc:
             backend.after_run(launch.env)
+            self.release_workdir()
             raise Unavailable(str(exc), "backend") from exc
         process.on_close = lambda: backend.after_run(launch.env)
         return process
@@ -168,6 +182,7 @@ class RunLifecycle:
         self.service.notify(backend.name, result)
         if prepared.ephemeral:
             backend.cleanup_ephemeral(parsed.backend_session_id, prepared.env, prepared.spec.workdir)
+            self.release_workdir()
         if prepared.session is not None:
             self._record_turn(result)
         return result
@@ -180,6 +195,7 @@ class RunLifecycle:
                                                              duration_ms=duration_ms, cancelled=True))
         if prepared.ephemeral:  # the transcript a CLI (gemini) began before the client left
             prepared.backend.cleanup_ephemeral(backend_session_id, prepared.env, prepared.spec.workdir)
+            self.release_workdir()
         session = prepared.session
         if session is not None:
             try:
@@ -197,6 +213,7 @@ class RunLifecycle:
         with self.admit():
             if cancel is not None and cancel.reason:
                 return RunResult(prepared.backend.name, exit_code=-1, error=cancel.reason, cancelled=True)
+            self.assign_workdir()
             self.open_session()
             process = self.spawn()
             try:
@@ -244,6 +261,7 @@ class StreamingRun:
             return
         self._admission.enter_context(lifecycle.admit())
         try:
+            lifecycle.assign_workdir()
             lifecycle.open_session()
             self._process = lifecycle.spawn()
         except BaseException:

@@ -172,8 +172,9 @@ class Service:
         if not request.workdir:
             return ""
         try:
+            # clinvk's own state (sessions, keys' run slots, scratch dirs) is never a workdir.
             return resolve_workdir(request.workdir, self.config.server.allowed_workdir_prefixes,
-                                   self.config.server.blocked_workdir_prefixes)
+                                   [*self.config.server.blocked_workdir_prefixes, str(self.config.home)])
         except WorkdirError as exc:
             fields.fail(ServiceError, f"workdir {exc}", "workdir")
 

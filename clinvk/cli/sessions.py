@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..config import BACKEND_NAMES
+from ..scratch import prune_scratch, remove_scratch
 from ..sessions import STATUSES
 from .app import cli
 from .context import EXIT_USAGE, CliContext, Failure, pass_cli
@@ -84,6 +85,7 @@ def sessions_delete(obj: CliContext, session_id: str) -> None:
         session = obj.store().delete(session_id)
     except (LookupError, ValueError) as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
+    remove_scratch(obj.config().home, session.working_dir)
     click.echo(f"Deleted session {session.id}.")
 
 
@@ -99,4 +101,5 @@ def sessions_clean(obj: CliContext, older_than: float | None) -> None:
             raise click.UsageError("session.retention_days is 0 (keep forever): give --older-than AGE")
         older_than = float(config.session.retention_days)
     removed = obj.store().clean(older_than)
+    prune_scratch(config.home, obj.store())
     click.echo(f"Deleted {removed} session(s) not used for {older_than:g} days.")

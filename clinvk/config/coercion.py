@@ -183,7 +183,8 @@ _RULES: dict[str, _Rule] = {
 _ITEM_RULES: dict[str, _Rule] = {
     "server.trusted_proxies": _Rule("an IP address or CIDR network", _is_network),
     "server.allowed_workdir_prefixes": _ABSOLUTE,
-    "server.blocked_workdir_prefixes": _ABSOLUTE,
+    "server.blocked_workdir_prefixes": _Rule("an absolute path or ~/path (a trailing * matches by name)",
+                                             lambda v: v.startswith(("/", "~/"))),
     "backends.*.pass_env": _Rule("an environment variable name, or a prefix ending in * (MY_TOOL_*)",
                                  lambda v: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", v) is not None),
 }

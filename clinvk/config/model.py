@@ -24,10 +24,12 @@ APPROVAL_MODES = ("default", "auto", "none", "always")
 SANDBOX_MODES = ("default", "read-only", "workspace", "full")
 OUTPUT_FORMATS = ("default", "text", "json", "stream-json")
 # Used when server.blocked_workdir_prefixes is empty; a non-empty list replaces them (an operator who
-# lists prefixes means exactly those).
+# lists prefixes means exactly those). "~/" is the service user's home; a trailing * matches by name.
+# clinvk's own state directory is blocked whatever the list says (Service).
 DEFAULT_BLOCKED_WORKDIR_PREFIXES = (
-    "/etc", "/var/run", "/var/lock", "/root", "/sys", "/proc", "/dev", "/usr/bin", "/usr/sbin",
+    "/etc", "/var/run", "/var/lock", "/var/lib", "/root", "/sys", "/proc", "/dev", "/usr/bin", "/usr/sbin",
     "/bin", "/sbin", "/boot", "/lib", "/lib64", "/usr/lib", "/usr/lib64",
+    "~/.ssh", "~/.config", "~/.claude*", "~/.codex", "~/.gemini", "~/.gnupg",
 )
 
 

@@ -12,6 +12,7 @@ from flask import Flask
 from ..apikeys import ApiKeys
 from ..config import Config, load_config
 from ..gate import SharedGate
+from ..scratch import prune_scratch
 from ..service import Service
 from ..sessions import SessionStore
 from . import anthropic, native, openai
@@ -56,6 +57,7 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     if config.session.retention_days > 0:
         try:
             removed = service.store.clean(config.session.retention_days)
+            prune_scratch(config.home, service.store)
             if removed:
                 log.info("removed %d sessions older than %d days", removed, config.session.retention_days)
         except Exception:

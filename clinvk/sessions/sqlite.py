@@ -238,6 +238,13 @@ class SqliteSessionStore(SessionStore):
         with self._write() as conn:
             return conn.execute("DELETE FROM sessions WHERE last_used < ?", (format_time(cutoff),)).rowcount
 
+    def working_dirs_under(self, prefix: str) -> set[str]:
+        start = prefix.rstrip("/") + "/"
+        rows = self._conn().execute(  # a range, not LIKE: no wildcard characters in paths to escape
+            "SELECT DISTINCT working_dir FROM sessions WHERE working_dir >= ? AND working_dir < ?",
+            (start, start[:-1] + "0")).fetchall()
+        return {row[0] for row in rows}
+
     def latest_resumable(self, *, backend: str | None = None,
                          working_dir: str | None = None) -> Session | None:
         """The most recently used session that has a backend_session_id (so the CLI can resume it),
