@@ -27,7 +27,7 @@ from .backends.base import ParsedOutput
 from .errors import Unavailable
 from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
 from .runner import ProcessOutcome, RunningProcess, StartError
-from .scratch import new_scratch_dir, remove_scratch
+from .scratch import is_scratch, new_scratch_dir, remove_scratch
 from .sessions import Session
 from .specs import PromptRequest
 
@@ -130,8 +130,10 @@ class RunLifecycle:
 
     def release_workdir(self) -> None:
         """An ephemeral run's scratch directory goes when the run does."""
-        if self.prepared.ephemeral:
-            remove_scratch(self.service.config.home, self.prepared.spec.workdir)
+        prepared = self.prepared
+        if prepared.ephemeral and is_scratch(self.service.config.home, prepared.spec.workdir):
+            prepared.backend.forget_workdir(prepared.env, prepared.spec.workdir)
+            remove_scratch(self.service.config.home, prepared.spec.workdir)
 
     def open_session(self) -> None:
         """Create the session a first, persistent turn is recorded in."""

@@ -145,6 +145,10 @@ class Backend(ABC):
     def cleanup_ephemeral(self, backend_session_id: str | None, env: dict[str, str], workdir: str) -> None:
         """Remove the transcript an ephemeral run left behind, where the CLI cannot be told not to write one."""
 
+    def forget_workdir(self, env: dict[str, str], workdir: str) -> None:
+        """Remove what the CLI keeps per working directory for a directory that is gone for good (an
+        ephemeral run's scratch directory)."""
+
     def mode_flag(self, field_name: str, value: str, table: dict[str, str], dangerous: str, allow: bool,
                   risk: str) -> str | None:
         """The CLI's value for a unified mode (None: this CLI has no mapping for it). The ``dangerous``

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import threading
 import time
 from typing import Any, Iterable
@@ -110,6 +111,21 @@ class GeminiBackend(Backend):
                     os.unlink(path)
             except OSError:
                 continue
+
+
+    def forget_workdir(self, env: dict[str, str], workdir: str) -> None:
+        """gemini keeps tmp/<slug>/ and history/<slug>/ per project directory; a scratch dir is never
+        used again, so they would only pile up (its projects.json entry stays: the file is shared)."""
+        root = _gemini_dir(env)
+        for kind in ("tmp", "history"):
+            for marker in glob.glob(os.path.join(glob.escape(root), kind, "*", ".project_root")):
+                try:
+                    with open(marker, encoding="utf-8") as handle:
+                        owner = handle.read().strip()
+                except OSError:
+                    continue
+                if owner == workdir:
+                    shutil.rmtree(os.path.dirname(marker), ignore_errors=True)
 
 
 def _gemini_dir(env: dict[str, str]) -> str:

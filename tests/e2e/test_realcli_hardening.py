@@ -86,3 +86,15 @@ def test_claude_at_mention_attaches_no_file(realcli_app, stubs, tmp_path):
     assert result.ok, result.error
     messages = json.dumps([r["body"]["messages"] for r in stubs["claude"].requests])
     assert "@../outside.txt what is this" in messages and "OUTSIDE-FILE-CONTENT" not in messages
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+def test_a_run_without_workdir_runs_in_a_scratch_dir_that_leaves_nothing(realcli_app, stubs, tmp_path, backend):
+    service = realcli_app.extensions["clinvk.service"]
+    result = service.prepare(PromptRequest(prompt="where am I", backend=backend, ephemeral=True)).execute()
+    assert result.ok, result.error
+    scratch = service.config.home / "scratch"
+    assert scratch.is_dir() and list(scratch.iterdir()) == [], "the ephemeral run's scratch dir is gone"
+    leftovers = [p for p in (tmp_path / f"{backend}-home").rglob(".project_root")
+                 if str(scratch) in p.read_text()]
+    assert leftovers == [], "gemini's per-project dirs of the scratch dir are gone too"
