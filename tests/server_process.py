@@ -30,6 +30,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The same as environment variables, for a clinvk started without a config file of ours.
+FAKE_KNOBS_ENV = {f"CLINVK_BACKENDS__{name}__PASS_ENV": "FAKE_*" for name in ("CLAUDE", "CODEX", "GEMINI")}
+
+
 def with_fake_knobs(config: dict[str, Any] | None) -> dict[str, Any]:
     """``config`` with ``backends.<name>.pass_env: [FAKE_*]`` unless it sets its own."""
     config = dict(config or {})

@@ -44,7 +44,7 @@ from tests.helpers import alive, wait_for
 import requests
 
 from clinvk.config import ServerConfig
-from tests.server_process import free_port
+from tests.server_process import FAKE_KNOBS_ENV, free_port
 
 pytestmark = pytest.mark.gunicorn
 
@@ -100,8 +100,7 @@ def fake_env(tmp: Path) -> tuple[dict[str, str], FakeLog]:
     env.update({"PATH": f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_CLI_HOME": str(home),
                 "FAKE_CLI_LOG": str(tmp / "fake-cli.log"), "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)})
-    for name in ("CLAUDE", "CODEX", "GEMINI"):  # the fakes' knobs pass the CLI environment allowlist
-        env[f"CLINVK_BACKENDS__{name}__PASS_ENV"] = "FAKE_*"
+    env.update(FAKE_KNOBS_ENV)  # the fakes' knobs pass the CLI environment allowlist
     return env, FakeLog(tmp / "fake-cli.log")
 
 

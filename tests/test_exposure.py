@@ -3,6 +3,8 @@ nothing about the machine (no paths, no exception text)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from clinvk import serve
@@ -13,6 +15,8 @@ from clinvk.config import load_config
 def started(monkeypatch, clinvk_home):
     """``serve.run(config)`` up to the point gunicorn would start; returns its exit code."""
     ran = []
+    # setup_logging would reconfigure the process-wide "clinvk" logger for every later test.
+    monkeypatch.setattr(serve, "setup_logging", lambda: None)
     monkeypatch.setattr(serve, "check_port", lambda host, port: None)
     monkeypatch.setattr(serve.ClinvkApplication, "run", lambda self: ran.append(self) or None)
 
@@ -24,17 +28,19 @@ def started(monkeypatch, clinvk_home):
     return start
 
 
-def test_public_bind_without_keys_warns_naming_the_risk(started, capfd):
-    assert started(host="0.0.0.0", allowed_hosts=["clinvk.example.org"]) == 0
-    warning = [line for line in capfd.readouterr().err.splitlines() if "no API keys" in line]
-    assert warning and "WARNING" in warning[0] and "0.0.0.0" in warning[0] and "run the coding agents" in warning[0]
+def test_public_bind_without_keys_warns_naming_the_risk(started, caplog):
+    with caplog.at_level(logging.WARNING, logger="clinvk"):
+        assert started(host="0.0.0.0", allowed_hosts=["clinvk.example.org"]) == 0
+    warning = [r.getMessage() for r in caplog.records if "no API keys" in r.getMessage()]
+    assert warning and "0.0.0.0" in warning[0] and "run the coding agents" in warning[0]
 
 
 @pytest.mark.parametrize("server", [{"host": "127.0.0.1"}, {"host": "::1"},
                                     {"host": "0.0.0.0", "allowed_hosts": ["x.example"], "api_keys": ["sk-1"]}])
-def test_no_warning_on_loopback_or_with_keys(started, capfd, server):
-    assert started(**server) == 0
-    assert "no API keys" not in capfd.readouterr().err
+def test_no_warning_on_loopback_or_with_keys(started, caplog, server):
+    with caplog.at_level(logging.WARNING, logger="clinvk"):
+        assert started(**server) == 0
+    assert not [r for r in caplog.records if "no API keys" in r.getMessage()]
 
 
 def test_public_bind_without_allowed_hosts_does_not_start(started, capsys):

@@ -13,6 +13,8 @@ import urllib.request
 
 import pytest
 
+from tests.server_process import FAKE_KNOBS_ENV
+
 pytestmark = pytest.mark.gunicorn
 
 
@@ -41,7 +43,7 @@ def wait_http(url: str, within: float = 20.0) -> dict:
 
 @pytest.fixture
 def env(tmp_path, fake_clis):
-    return {**os.environ, "CLINVK_HOME": str(tmp_path / "home")}
+    return {**os.environ, "CLINVK_HOME": str(tmp_path / "home"), **FAKE_KNOBS_ENV}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
