@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .private_dirs import make_private_dirs
+
 log = logging.getLogger(__name__)
 
 FIRST_WAIT_SECS = 0.002
@@ -181,7 +183,7 @@ class SharedGate(Gate):
                  label: str = "server busy"):
         super().__init__(limit, max_queued, queue_timeout, label)
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.directory)
         self._cond = threading.Condition()
         self._pid = os.getpid()
         self._slots = _LockFiles(self.directory, "slot", limit)

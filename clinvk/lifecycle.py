@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .backends import Backend, Invocation, RunSpec
+from .backends import BACKENDS, Backend, Invocation, RunSpec
 from .backends.base import ParsedOutput
 from . import runner
 from .errors import ShuttingDown, Unavailable
@@ -31,6 +31,7 @@ from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
 from .homes import CliHome
 from . import sandbox
 from .runner import ProcessOutcome, RunningProcess, StartError
+from .scratch import is_scratch, new_scratch_dir, remove_scratch
 from .sessions import Session
 from .specs import PromptRequest
 from .warm.use import take_warm
@@ -75,10 +76,11 @@ class PreparedRun:
     spec: RunSpec
     request: PromptRequest
     invocation: Invocation
-    env: dict[str, str]
     dry_run: bool
     session: Session | None = None
     notes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the CLI's environment, set by RunLifecycle.launch
+    shown_command: str = ""  # a dry run's command line, operator-configured values redacted (Service.prepare)
 
     @property
     def stream(self) -> bool:
@@ -93,7 +95,8 @@ class PreparedRun:
         return self.session.id if self.session else None
 
     def command_line(self) -> str:
-        return shlex.join(self.invocation.argv)
+        """What a dry run shows: the command line without the operator's configuration."""
+        return self.shown_command or shlex.join([self.backend.name] + self.invocation.argv[1:])
 
     def execute(self, cancel: CancelToken | None = None) -> RunResult:
         """Run to completion (non-streaming) and record the turn."""
@@ -111,10 +114,17 @@ class PreparedRun:
 
 
 def isolate(service: "Service", backend: str, session: Session | None,
-            invocation: Invocation) -> "tuple[Invocation, CliHome | None]":
+            invocation: Invocation) -> "tuple[Invocation, CliHome | None, str | None]":
     """``invocation`` in its CLI home (:mod:`clinvk.homes`: the session's, or a throwaway one when
-    ``session`` is None), then in the sandbox (:mod:`clinvk.sandbox`) when runs are sandboxed."""
+    ``session`` is None), then in the sandbox (:mod:`clinvk.sandbox`) when runs are sandboxed. The third
+    value is the scratch directory made for an ephemeral run that names no workdir."""
     sandboxed = service.sandbox.active
+    scratch = None
+    if session is None and not invocation.cwd:
+        # An ephemeral run without a workdir: a fresh scratch directory, never the server's own
+        # (here, not earlier, so that each warm process gets one of its own).
+        scratch = new_scratch_dir(service.config.home)
+        invocation = dataclasses.replace(invocation, cwd=scratch)
     home = service.homes.open(backend, session.id if session else None, invocation.env,
                               sandboxed=sandboxed, legacy=bool(session and session.turn_count))
     if home is not None:
@@ -125,14 +135,22 @@ def isolate(service: "Service", backend: str, session: Session | None,
             invocation = dataclasses.replace(invocation, cwd=str(home.workdir()))
         invocation = sandbox.wrap(invocation, home=str(home.path) if home else None,
                                   extra_rw=home.binds if home else [])
-    return invocation, home
+    return invocation, home, scratch
 
 
 def isolate_warm(service: "Service", backend: str, invocation: Invocation):
-    """A warm process's isolation: a throwaway home of its own (pooled runs are ephemeral), and what
-    releases it when the process ends."""
-    launched, home = isolate(service, backend, None, invocation)
-    return launched, (None if home is None else functools.partial(release_home, home, service.homes.locks))
+    """A warm process's isolation: a throwaway home and scratch directory of its own (pooled runs are
+    ephemeral), and what releases them when the process ends."""
+    launched, home, scratch = isolate(service, backend, None, invocation)
+    return launched, functools.partial(release_isolation, service, backend, home, scratch, launched.env)
+
+
+def release_isolation(service: "Service", backend: str, home: "CliHome | None", scratch: str | None,
+                      env: dict[str, str]) -> None:
+    release_home(home, service.homes.locks)
+    if scratch and is_scratch(service.config.home, scratch):
+        BACKENDS[backend].forget_workdir(env, scratch)
+        remove_scratch(service.config.home, scratch)
 
 
 def release_home(home: "CliHome | None", locks) -> None:
@@ -176,6 +194,21 @@ class RunLifecycle:
             finally:
                 self._admitted = None
 
+    def assign_workdir(self) -> None:
+        """A run that names no workdir gets a fresh scratch directory under the state directory, never
+        the server's own; a session keeps it for its later turns (it is recorded as its workdir)."""
+        spec = self.prepared.spec
+        # An ephemeral run's comes with its isolation (isolate()), one per process.
+        if not spec.workdir and self.prepared.session is None and not self.prepared.ephemeral:
+            spec.workdir = new_scratch_dir(self.service.config.home)
+
+    def release_workdir(self) -> None:
+        """An ephemeral run's scratch directory goes when the run does."""
+        prepared = self.prepared
+        if prepared.ephemeral and is_scratch(self.service.config.home, prepared.spec.workdir):
+            prepared.backend.forget_workdir(prepared.env, prepared.spec.workdir)
+            remove_scratch(self.service.config.home, prepared.spec.workdir)
+
     def open_session(self) -> None:
         """Create the session a first, persistent turn is recorded in."""
         prepared = self.prepared
@@ -193,12 +226,18 @@ class RunLifecycle:
         """The process to start before its isolation: argv, environment, working directory and stdin,
         all decided here (:meth:`isolate` adds the CLI home and the sandbox)."""
         prepared = self.prepared
-        return dataclasses.replace(prepared.invocation, env=prepared.env)
+        # An allowlist of the server's variables (clinvk.cli_env), never all of them: CLINVK_API_KEYS
+        # and other secrets must not reach an agent that can print its environment.
+        prepared.env = self.service.environment(prepared.backend.name)
+        return dataclasses.replace(prepared.invocation, env=prepared.env, cwd=prepared.spec.workdir or None)
 
     def isolate(self, invocation: Invocation) -> Invocation:
         """``invocation`` in the CLI's own home (the session's, or a throwaway one) and sandbox."""
-        session = None if self.prepared.ephemeral else self.prepared.session
-        invocation, self.home = isolate(self.service, self.prepared.backend.name, session, invocation)
+        prepared = self.prepared
+        session = None if prepared.ephemeral else prepared.session
+        invocation, self.home, scratch = isolate(self.service, prepared.backend.name, session, invocation)
+        if scratch:
+            prepared.spec.workdir = scratch  # release_workdir removes it with the run
         return invocation
 
     def release_home(self) -> None:
@@ -219,6 +258,7 @@ class RunLifecycle:
         except StartError as exc:
             backend.after_run(launch.env)
             self.release_home()
+            self.release_workdir()
             raise Unavailable(str(exc), "backend") from exc
 
         def closed() -> None:
@@ -247,6 +287,7 @@ class RunLifecycle:
         self.service.notify(backend.name, result)
         if prepared.ephemeral:
             backend.cleanup_ephemeral(parsed.backend_session_id, self._run_env(), prepared.spec.workdir)
+            self.release_workdir()
         if prepared.session is not None:
             self._record_turn(result)
         return result
@@ -259,6 +300,7 @@ class RunLifecycle:
                                                              duration_ms=duration_ms, cancelled=True))
         if prepared.ephemeral:  # the transcript a CLI (gemini) began before the client left
             prepared.backend.cleanup_ephemeral(backend_session_id, self._run_env(), prepared.spec.workdir)
+            self.release_workdir()
         session = prepared.session
         if session is not None:
             try:
@@ -279,6 +321,7 @@ class RunLifecycle:
         with self.admit():
             if cancel is not None and cancel.reason:
                 return RunResult(prepared.backend.name, exit_code=-1, error=cancel.reason, cancelled=True)
+            self.assign_workdir()
             self.open_session()
             process = self.spawn()
             try:
@@ -329,6 +372,7 @@ class StreamingRun:
             return
         self._admission.enter_context(lifecycle.admit())
         try:
+            lifecycle.assign_workdir()
             lifecycle.open_session()
             self._process = lifecycle.spawn()
         except BaseException:

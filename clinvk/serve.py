@@ -13,7 +13,8 @@ from gunicorn.app.base import BaseApplication
 
 from . import gunicorn_hooks
 from .apikeys import ApiKeyError, ApiKeys
-from .config import Config
+from .config import Config, ConfigError
+from .exposure import startup_warnings
 
 log = logging.getLogger("clinvk.serve")
 
@@ -135,9 +136,12 @@ def run(config: Config) -> int:
         api_keys = ApiKeys.from_config(config)
         if config.server.rate_limit_enabled:
             check_storage_uri(config.server.rate_limit_storage_uri)
-    except (ApiKeyError, RateLimitConfigError, SandboxUnavailable) as exc:
+        warnings = startup_warnings(config)
+    except (ApiKeyError, RateLimitConfigError, ConfigError, SandboxUnavailable) as exc:
         print(f"Error: {exc}", file=sys.stderr, flush=True)
         return 1
+    for warning in warnings:
+        log.warning("%s", warning)
     server = config.server
     if server.rate_limit_enabled and server.rate_limit_storage_uri.startswith("memory") and server.workers > 1:
         log.warning("rate limits use memory:// storage with %d workers: each worker counts on its own, so up "

@@ -9,13 +9,16 @@ builds on the same two calls.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
+import shlex
 import shutil
 import time
 from typing import Any, Callable, NoReturn
 
 from .backends import BACKENDS, Backend, RunSpec, UnsupportedOption
+from .cli_env import cli_environment
 from .config import BACKEND_NAMES, BackendConfig, Config
 from .errors import Conflict, NotFound, ServiceError, Unavailable
 from .events import RunResult
@@ -24,8 +27,10 @@ from .homes import CliHomes
 from .sandbox import SandboxStatus
 from .sandbox import resolve as resolve_sandbox
 from .lifecycle import CancelToken, PreparedRun, StreamingRun
+from .modelname import model_error
 from .sessions import Session, SessionStore, open_store
 from .sessions.turns import TurnLeases
+from .scratch import prune_scratch
 from .specs import PromptRequest
 from .tenants import Tenant, local_tenant
 from .warm import WarmPool
@@ -37,6 +42,7 @@ __all__ = ["CancelToken", "Conflict", "NotFound", "PreparedRun", "PromptRequest"
 log = logging.getLogger(__name__)
 
 AVAILABILITY_TTL_SECS = 5.0
+CONFIGURED = "<configured>"  # what a dry run shows in place of an operator-configured value
 
 
 class _Fields:
@@ -67,7 +73,6 @@ class Service:
         self.gate = gate if gate is not None else ConcurrencyGate(
             server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
         self.turns = TurnLeases(self.store)  # one turn at a time per session
-        self._env = {name: self._environment(name) for name in BACKEND_NAMES}
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
         self.observers: list[Callable[[str, str, float, str], None]] = []
@@ -86,9 +91,11 @@ class Service:
         return session
 
     def clean_sessions(self, older_than_days: float) -> int:
-        """Retention: delete sessions unused for this long, their homes, and homes left without a session."""
+        """Retention: delete sessions unused for this long, their homes and scratch directories, and
+        those left without a session."""
         removed = self.store.clean(older_than_days)
         self.homes.sweep(self._session_exists)
+        prune_scratch(self.config.home, self.store)
         return removed
 
     def _session_exists(self, session_id: str) -> bool:
@@ -112,12 +119,9 @@ class Service:
 
     # -- backends --------------------------------------------------------------------------------
 
-    def _environment(self, name: str) -> dict[str, str]:
-        env = dict(os.environ)
-        for key, value in BACKENDS[name].default_env.items():
-            env.setdefault(key, value)
-        env.update(self.config.backend(name).env)
-        return env
+    def environment(self, name: str) -> dict[str, str]:
+        """The environment of backend ``name``'s CLI (:mod:`clinvk.cli_env`), from the server's as it is now."""
+        return cli_environment(name, self.config.backend(name), os.environ)
 
     def executable(self, name: str) -> str | None:
         """Path of the backend's CLI, or None. Cached briefly: PATH scans are not free on a hot path."""
@@ -128,7 +132,7 @@ class Service:
         backend_config = self.config.backend(name)
         path = None
         if backend_config.enabled:
-            path = shutil.which(backend_config.command or name, path=self._env[name].get("PATH"))
+            path = shutil.which(backend_config.command or name, path=self.environment(name).get("PATH"))
         self._available[name] = (now, path)
         return path
 
@@ -168,7 +172,7 @@ class Service:
             fields.fail(ServiceError, f"unknown backend {name!r} (known: {', '.join(BACKEND_NAMES)})", "backend")
         backend, backend_config = BACKENDS[name], self.config.backend(name)
         spec = self._run_spec(request, backend, backend_config, session, self._workdir(request, session, fields))
-        self._check_arguments(spec, backend, fields)
+        self._check_arguments(spec, backend, fields, backend_config.allow_dangerous_flags)
         dry_run = request.dry_run or self.config.unified_flags.dry_run
         executable = self._executable(name, backend_config, dry_run, fields)
         try:
@@ -177,8 +181,20 @@ class Service:
             fields.fail(ServiceError, str(exc), exc.field)
         for note in invocation.notes:
             log.info("%s: %s", name, note)
-        return PreparedRun(self, backend, spec, request, invocation, self._env[name], dry_run=dry_run,
-                           session=session, notes=list(invocation.notes))
+        prepared = PreparedRun(self, backend, spec, request, invocation, dry_run=dry_run,
+                               session=session, notes=list(invocation.notes))
+        if dry_run:
+            prepared.shown_command = self._shown_command(backend, spec, request, backend_config.allow_dangerous_flags)
+        return prepared
+
+    @staticmethod
+    def _shown_command(backend: Backend, spec: RunSpec, request: PromptRequest, allow_dangerous: bool) -> str:
+        """The command line a dry run shows any key holder: the operator's configuration (system prompt,
+        allowed tools, extra_flags, the executable's path) reads ``<configured>``; the request's own values stay."""
+        shown = dataclasses.replace(
+            spec, system_prompt=spec.system_prompt if request.system_prompt else (spec.system_prompt and CONFIGURED),
+            allowed_tools=spec.allowed_tools and CONFIGURED, operator_flags=[CONFIGURED for _ in spec.operator_flags])
+        return shlex.join(backend.build(shown, backend.name, allow_dangerous).argv)
 
     def _session(self, request: PromptRequest, fields: _Fields) -> Session | None:
         """The stored session a request continues, checked against the request; None for a new run."""
@@ -211,8 +227,9 @@ class Service:
         if not request.workdir:
             return ""
         try:
+            # clinvk's own state (sessions, keys' run slots, scratch dirs) is never a workdir.
             workdir = resolve_workdir(request.workdir, self.config.server.allowed_workdir_prefixes,
-                                      self.config.server.blocked_workdir_prefixes)
+                                      [*self.config.server.blocked_workdir_prefixes, str(self.config.home)])
         except WorkdirError as exc:
             fields.fail(ServiceError, f"workdir {exc}", "workdir")
         own = self.tenant.allowed_workdir_prefixes
@@ -252,16 +269,20 @@ class Service:
         )
 
     @staticmethod
-    def _check_arguments(spec: RunSpec, backend: Backend, fields: _Fields) -> None:
-        # Values that become command-line arguments: a NUL byte cannot be passed to exec().
+    def _check_arguments(spec: RunSpec, backend: Backend, fields: _Fields, allow_dangerous: bool) -> None:
+        # Values that become command-line arguments: a NUL byte cannot be passed to exec(), and a model
+        # name must not read as a flag.
         for option, value in (("model", spec.model), ("system_prompt", spec.system_prompt)):
             if "\x00" in value:
                 fields.fail(ServiceError, f"{option} must not contain NUL bytes", option)
+        problem = model_error(spec.model)
+        if problem:
+            fields.fail(ServiceError, f"model {spec.model!r} {problem}", "model")
         for index, flag in enumerate(spec.extra):
             if "\x00" in flag:
                 fields.fail(ServiceError, "extra flags must not contain NUL bytes", f"extra[{index}]")
         try:
-            backend.check_extra(spec.extra)
+            backend.check_extra(spec.extra, allow_dangerous)
         except UnsupportedOption as exc:
             fields.fail(ServiceError, str(exc), exc.field)
 

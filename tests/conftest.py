@@ -11,6 +11,11 @@ import pytest
 from clinvk.config import load_config
 from clinvk.server import create_app
 
+try:  # the fake CLIs' knobs (FAKE_*) reach them through clinvk's CLI environment allowlist
+    from tests.server_process import with_fake_knobs
+except ImportError:  # pragma: no cover - run from inside tests/
+    from server_process import with_fake_knobs
+
 TESTS = Path(__file__).resolve().parent
 FAKES = TESTS / "fakes"
 FIXTURES = TESTS / "fixtures"
@@ -61,8 +66,9 @@ def make_config(clinvk_home):
     own directory, which the sandbox hides."""
 
     def make(**overrides):
-        overrides.setdefault("run", {"sandbox": "off"})
-        return load_config(env={"CLINVK_HOME": str(clinvk_home)}, overrides=overrides)
+        # Not sandboxed unless a test says so: the fake CLIs log to the test's directory, which the sandbox hides.
+        overrides["run"] = {"sandbox": "off", **overrides.get("run", {})}
+        return load_config(env={"CLINVK_HOME": str(clinvk_home)}, overrides=with_fake_knobs(overrides))
 
     return make
 

@@ -34,7 +34,7 @@ INSTALL_HINT = "run scripts/install-clis.sh to install the pinned CLIs"
 E2E_MODELS = {"claude": "sonnet", "codex": "gpt-5.5", "gemini": "gemini-2.5-flash"}
 
 # Name of the env var codex reads the stub's API key from (config ``env_key``).
-CODEX_KEY_VAR = "CLINVK_STUB_API_KEY"
+CODEX_KEY_VAR = "CODEX_STUB_API_KEY"  # codex's own prefix: passes clinvk's CLI env allowlist
 DUMMY_KEY = "sk-clinvk-stub"
 
 # Inherited variables that alter the CLIs' behaviour or leak real credentials.

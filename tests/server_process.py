@@ -30,6 +30,20 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The same as environment variables, for a clinvk started without a config file of ours.
+FAKE_KNOBS_ENV = {f"CLINVK_BACKENDS__{name}__PASS_ENV": "FAKE_*" for name in ("CLAUDE", "CODEX", "GEMINI")}
+
+
+def with_fake_knobs(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``config`` with ``backends.<name>.pass_env: [FAKE_*]`` unless it sets its own."""
+    config = dict(config or {})
+    backends = {name: dict(section or {}) for name, section in (config.get("backends") or {}).items()}
+    for name in ("claude", "codex", "gemini"):
+        backends.setdefault(name, {}).setdefault("pass_env", ["FAKE_*"])
+    config["backends"] = backends
+    return config
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -54,8 +68,9 @@ class ServerProcess:
         config = dict(config or {})
         # The fake CLIs log to the test's own directory, which the sandbox hides: tests that mean
         # the sandbox say so (run.sandbox).
-        config.setdefault("run", {"sandbox": "off"})
-        self.config_path.write_text(yaml.safe_dump(config))
+        config["run"] = {"sandbox": "off", **config.get("run", {})}
+        # The fake CLIs' knobs (FAKE_*) pass clinvk's CLI environment allowlist.
+        self.config_path.write_text(yaml.safe_dump(with_fake_knobs(config)))
         self.workers = workers
         self.threads = threads
         self.start_timeout = start_timeout

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from clinvk.cli import cli
 from clinvk.sessions import SqliteSessionStore as SessionStore
 from tests.helpers import wait_for, wait_gone
+from tests.server_process import FAKE_KNOBS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,8 @@ def env(fake_clis, clinvk_home, monkeypatch):
         if name.startswith("CLINVK_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLINVK_HOME", str(clinvk_home))
+    for name, value in FAKE_KNOBS_ENV.items():  # the fake CLIs' knobs pass the CLI environment allowlist
+        monkeypatch.setenv(name, value)
     return clinvk_home
 
 

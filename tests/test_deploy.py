@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -43,7 +44,7 @@ from tests.helpers import alive, wait_for
 import requests
 
 from clinvk.config import ServerConfig
-from tests.server_process import free_port
+from tests.server_process import FAKE_KNOBS_ENV, free_port
 
 pytestmark = pytest.mark.gunicorn
 
@@ -100,6 +101,7 @@ def fake_env(tmp: Path) -> tuple[dict[str, str], FakeLog]:
     env.update({"PATH": f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_CLI_HOME": str(home),
                 "FAKE_CLI_LOG": str(tmp / "fake-cli.log"), "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)})
+    env.update(FAKE_KNOBS_ENV)  # the fakes' knobs pass the CLI environment allowlist
     return env, FakeLog(tmp / "fake-cli.log")
 
 
@@ -416,6 +418,89 @@ def test_body_at_the_limit_passes_nginx_and_the_app(stack):
                              headers={"Content-Type": "application/json"}, timeout=60)
     assert response.status_code == 200, response.text
     assert response.json()["output"] == f"echo: hi {tag}"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_docs_try_it_out_is_same_origin_through_nginx_and_other_sites_are_refused(stack, scheme):
+    """A browser on /docs sends Origin: <the nginx URL>; nginx passes the Host it got (X-Forwarded-Host)."""
+    base = stack.base(scheme)
+    verify = str(stack.nginx.cert)
+    assert requests.get(base + "/docs", timeout=10, verify=verify).status_code == 200
+    tag = marker()
+    body = {"backend": "codex", "prompt": f"hi {tag}"}
+    same = requests.post(base + "/api/v1/prompt", json=body, timeout=60, verify=verify,
+                         headers={"Origin": base, "Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 200, same.text
+    evil = requests.post(base + "/api/v1/prompt", json={**body, "prompt": f"evil {tag}"}, timeout=60, verify=verify,
+                         headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert evil.status_code == 403, evil.text
+    rebound = requests.get(base + "/api/v1/backends", timeout=10, verify=verify,
+                           headers={"Host": f"rebind.evil.example:{base.rsplit(':', 1)[1]}"})
+    assert rebound.status_code == 400 and "allowed_hosts" in rebound.text, rebound.text
+    assert stack.log.calls() and not [c for c in stack.log.calls() if f"evil {tag}" in (c.get("prompt") or "")]
+
+
+class Tricklers:
+    """``count`` connections that send a request's header one byte every half second and never finish
+    it (a slow-loris client), kept up until the block ends."""
+
+    def __init__(self, port: int, count: int):
+        self.port, self.count = port, count
+        self.sockets: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._trickle, name="tricklers", daemon=True)
+
+    def __enter__(self) -> "Tricklers":
+        for _ in range(self.count):
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            self.sockets.append(sock)
+        self.thread.start()
+        return self
+
+    def _trickle(self) -> None:
+        while not self.stop.wait(0.5):
+            for sock in self.sockets:
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    pass
+
+    def alive(self) -> int:
+        """How many of the connections the server has not closed."""
+        alive = 0
+        for sock in self.sockets:
+            try:
+                sock.settimeout(0)
+                alive += sock.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        return alive
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_nginx_absorbs_50_trickling_clients_while_health_answers(stack):
+    """A default `clinvk serve --threads 2` is stalled by two clients that trickle header bytes (each
+    holds a thread; see README, "Slow clients"). nginx reads whole headers before it proxies, so
+    behind the deploy config 50 such clients never reach gunicorn (8 threads here) and /health answers.
+    The figure is printed; the 5 s timeout is only a failure guard."""
+    with Tricklers(stack.nginx.http_port, 50) as tricklers:
+        time.sleep(1.5)  # a few trickled bytes each
+        durations = []
+        for _ in range(5):
+            started = time.monotonic()
+            response = requests.get(stack.nginx.url + "/health", timeout=5)
+            durations.append(time.monotonic() - started)
+            assert response.status_code == 200 and response.json()["status"] in ("ok", "degraded")
+        assert tricklers.alive() == 50, "the slow clients were still connected, still trickling"
+    print(f"/health through nginx with 50 trickling clients: max {max(durations) * 1000:.0f} ms over 5 requests")
 
 
 # -- headers, logs, metrics ------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_hang_up_ends_the_run(server, fake_clis, api):
     path, body = REQUESTS[api]
     data = json.dumps(body).encode()
     sock = server.connect()
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
     assert wait_for(lambda: fake_clis.calls(), within=30)
     call = fake_clis.last()
@@ -49,7 +49,7 @@ def test_hang_up_ends_the_run(server, fake_clis, api):
 def test_session_of_an_abandoned_run_ends_as_error(server, fake_clis):
     data = json.dumps({"backend": "claude", "prompt": "FAKE_HANG"}).encode()
     sock = server.connect()
-    sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
     assert wait_for(lambda: fake_clis.calls(), within=30)
     sock.close()

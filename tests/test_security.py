@@ -523,12 +523,15 @@ def tree(tmp_path):
     return root
 
 
+REFUSED = "is not a directory this server may run in"  # blocked, outside, missing: one answer
+
+
 @pytest.mark.parametrize("workdir,reason", [
     ("relative/dir", "must be an absolute path"),
-    ("/definitely/not/here", "does not exist"),
-    ("/etc", "blocked prefix"),
-    ("/etc/../etc/ssl", "blocked prefix"),
-    ("/proc/self", "blocked prefix"),
+    ("/definitely/not/here", REFUSED),
+    ("/etc", REFUSED),
+    ("/etc/../etc/ssl", REFUSED),
+    ("/proc/self", REFUSED),
 ])
 def test_workdir_refused_without_starting_a_cli(client, fake_clis, workdir, reason):
     message = assert_refused(prompt(client, {"backend": "claude", "prompt": "hi", "workdir": workdir}),
@@ -539,7 +542,7 @@ def test_workdir_refused_without_starting_a_cli(client, fake_clis, workdir, reas
 def test_symlink_to_a_blocked_dir_is_refused(client, fake_clis, tree):
     message = assert_refused(prompt(client, {"backend": "claude", "prompt": "hi",
                                              "workdir": str(tree / "allowed" / "to-etc")}), "body.workdir", fake_clis)
-    assert "/etc" in message
+    assert REFUSED in message and "/etc" not in message.replace(str(tree), ""), "the link's target stays unsaid"
 
 
 def test_a_file_is_not_a_workdir(client, fake_clis, tree):
@@ -553,7 +556,7 @@ def test_outside_the_allowed_prefixes_is_refused(make_app, fake_clis, tree, sub)
     client = make_app(server={"allowed_workdir_prefixes": [str(tree / "allowed")]}).test_client()
     message = assert_refused(prompt(client, {"backend": "claude", "prompt": "hi", "workdir": str(tree / sub)}),
                              "body.workdir", fake_clis)
-    assert "outside the allowed prefixes" in message
+    assert REFUSED in message
 
 
 @pytest.mark.parametrize("sub", ["allowed", "allowed/project", "outside/to-project"])

@@ -13,6 +13,8 @@ import urllib.request
 
 import pytest
 
+from tests.server_process import FAKE_KNOBS_ENV
+
 pytestmark = pytest.mark.gunicorn
 
 
@@ -42,7 +44,7 @@ def wait_http(url: str, within: float = 20.0) -> dict:
 @pytest.fixture
 def env(tmp_path, fake_clis):
     # Not sandboxed: the fake CLIs log to the test's directory, which the sandbox hides.
-    return {**os.environ, "CLINVK_HOME": str(tmp_path / "home"), "CLINVK_RUN__SANDBOX": "off"}
+    return {**os.environ, "CLINVK_HOME": str(tmp_path / "home"), "CLINVK_RUN__SANDBOX": "off", **FAKE_KNOBS_ENV}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -93,7 +95,7 @@ def test_serve_sigterm_during_runs_leaves_no_cli_behind(env, fake_clis):
         wait_http(f"http://127.0.0.1:{port}/health")
         body = json.dumps({"backend": "claude", "prompt": "FAKE_HANG", "output_format": "stream-json"}).encode()
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
             received = b""
             while b'"init"' not in received:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..events import MESSAGE, Event, TokenUsage
+from ..modelname import model_error
 
 
 @dataclass
@@ -109,6 +110,8 @@ class Backend(ABC):
     name: str = ""
     #: extra flags a request may pass: flag -> whether it takes a value
     allowed_extra_flags: dict[str, bool] = {}
+    #: extra flags that widen the agent's powers, allowed only with backends.<name>.allow_dangerous_flags
+    dangerous_extra_flags: dict[str, bool] = {}
     #: usage reported by the CLI is the thread's running total, not the turn's
     cumulative_usage: bool = False
     #: environment added to every run unless the operator's config sets the variable
@@ -142,6 +145,10 @@ class Backend(ABC):
     def cleanup_ephemeral(self, backend_session_id: str | None, env: dict[str, str], workdir: str) -> None:
         """Remove the transcript an ephemeral run left behind, where the CLI cannot be told not to write one."""
 
+    def forget_workdir(self, env: dict[str, str], workdir: str) -> None:
+        """Remove what the CLI keeps per working directory for a directory that is gone for good (an
+        ephemeral run's scratch directory)."""
+
     def mode_flag(self, field_name: str, value: str, table: dict[str, str], dangerous: str, allow: bool,
                   risk: str) -> str | None:
         """The CLI's value for a unified mode (None: this CLI has no mapping for it). The ``dangerous``
@@ -153,20 +160,28 @@ class Backend(ABC):
                                                 f"backends.{self.name}.allow_dangerous_flags")
         return table[value]
 
-    def check_extra(self, extra: list[str]) -> None:
-        """Reject request ``extra`` tokens that are not on this backend's allowlist."""
+    def check_extra(self, extra: list[str], allow_dangerous: bool = False) -> None:
+        """Reject request ``extra`` tokens that are not on this backend's allowlist; flags that widen the
+        agent's powers (:attr:`dangerous_extra_flags`) need the operator's ``allow_dangerous_flags``."""
         expect_value_for: str | None = None
         for index, token in enumerate(extra):
             where = f"extra[{index}]"
             if expect_value_for is not None:
                 if token.startswith("-"):
                     raise UnsupportedOption(where, f"flag {expect_value_for} needs a value, got {token!r}")
+                self._check_value(expect_value_for, token, where)
                 expect_value_for = None
                 continue
             if not token.startswith("-"):
                 raise UnsupportedOption(where, f"invalid flag {token!r}: flags must start with - or --")
             name, has_inline_value = token.split("=", 1)[0], "=" in token
             takes_value = self.allowed_extra_flags.get(name)
+            if takes_value is None and name in self.dangerous_extra_flags:
+                if not allow_dangerous:
+                    raise UnsupportedOption(where, f"flag {name} widens what {self.name} may do (tools, directories, "
+                                                   "permissions, MCP servers, settings or config); the operator has "
+                                                   f"not set backends.{self.name}.allow_dangerous_flags")
+                takes_value = self.dangerous_extra_flags[name]
             if takes_value is None:
                 allowed = ", ".join(sorted(self.allowed_extra_flags)) or "none"
                 raise UnsupportedOption(where, f"flag {name} is not allowed for {self.name} (allowed: {allowed})")
@@ -174,8 +189,27 @@ class Backend(ABC):
                 expect_value_for = name
             elif not takes_value and has_inline_value:
                 raise UnsupportedOption(where, f"flag {name} takes no value")
+            elif has_inline_value:
+                self._check_value(name, token.split("=", 1)[1], where)
         if expect_value_for is not None:
             raise UnsupportedOption(f"extra[{len(extra)}]", f"flag {expect_value_for} needs a value")
+
+    def _check_value(self, flag: str, value: str, where: str) -> None:
+        if flag in MODEL_FLAGS:
+            problem = model_error(value)
+            if problem:
+                raise UnsupportedOption(where, f"{flag} value {value!r}: a model name {problem}")
+
+
+# Flags whose value is a model name, checked like the request's ``model``.
+MODEL_FLAGS = frozenset({"--model", "-m", "--fallback-model"})
+
+
+def slash_as_text(prompt: str) -> str:
+    """A prompt starting with "/" is a command to claude -p and headless gemini (project commands can
+    run shell code); one leading space makes it plain text for both, as measured with the pinned CLIs
+    (tests/fixtures/prompt-commands/)."""
+    return " " + prompt if prompt.startswith("/") else prompt
 
 
 STDERR_NOISE = (

@@ -7,15 +7,9 @@ from typing import Any, Iterable
 
 from ..events import ERROR, INIT, PROGRESS, THINKING, TOOL_RESULT, TOOL_USE, Event
 from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, \
-    describe_failure, usage_from
+    describe_failure, slash_as_text, usage_from
 
 PERMISSION_MODES = {"auto": "acceptEdits", "always": "default", "none": "bypassPermissions"}
-
-
-def _as_text(prompt: str) -> str:
-    """claude -p runs a prompt that starts with "/" as a slash command (project commands can run shell
-    code); a leading space makes it plain text, as measured with 2.1.330."""
-    return " " + prompt if prompt.startswith("/") else prompt
 
 
 def _usage(data: dict[str, Any]):
@@ -40,16 +34,31 @@ def _result_error(data: dict[str, Any]) -> str | None:
 
 class ClaudeBackend(Backend):
     name = "claude"
+    # "@path" in a prompt attaches any file the service user can read, outside the workdir too
+    # (measured with 2.1.330); this turns that off, so the text reaches the model as written.
+    default_env = {"CLAUDE_CODE_DISABLE_FILE_MENTIONS": "1"}
+    # Audited against the pinned --help (tests/fixtures/claude/help.txt).
     allowed_extra_flags = {
         "--append-system-prompt": True,
-        "--allowedTools": True,
-        "--allowed-tools": True,
         "--disallowedTools": True,
         "--disallowed-tools": True,
         "--effort": True,
         "--fallback-model": True,
         "--model": True,
         "--verbose": False,
+    }
+    dangerous_extra_flags = {
+        "--allowedTools": True,  # pre-approves tools: Bash(*) is any shell command
+        "--allowed-tools": True,
+        "--add-dir": True,
+        "--permission-mode": True,
+        "--mcp-config": True,
+        "--settings": True,
+        "--setting-sources": True,
+        "--plugin-dir": True,
+        "--agents": True,
+        "--dangerously-skip-permissions": False,
+        "--allow-dangerously-skip-permissions": False,
     }
 
     def build(self, spec: RunSpec, executable: str, allow_dangerous: bool) -> Invocation:
@@ -79,7 +88,7 @@ class ClaudeBackend(Backend):
         if spec.ephemeral:
             argv.append("--no-session-persistence")
         argv += spec.operator_flags + spec.extra
-        return Invocation(argv, _as_text(spec.prompt), spec.workdir or None, notes=notes)
+        return Invocation(argv, slash_as_text(spec.prompt), spec.workdir or None, notes=notes)
 
     def parse_output(self, stdout: str, stderr: str, exit_code: int) -> ParsedOutput:
         data = _last_json_object(stdout)

@@ -18,7 +18,15 @@ def _usage(data: Any):
 
 class CodexBackend(Backend):
     name = "codex"
+    # Audited against the pinned --help (tests/fixtures/codex/exec-help.txt).
     allowed_extra_flags = {"--model": True, "-m": True}
+    dangerous_extra_flags = {
+        "-c": True, "--config": True,  # any config key: sandbox, approvals, MCP servers, providers
+        "-s": True, "--sandbox": True, "--add-dir": True, "--enable": True, "--disable": True,
+        "-p": True, "--profile": True, "--dangerously-bypass-approvals-and-sandbox": False,
+        "--approve-for-me": False, "--dangerously-bypass-hook-trust": False, "--trust": False,
+        "--ignore-rules": False,
+    }
     # turn.completed carries the thread's running total, not the turn's (measured with codex 0.169.0).
     cumulative_usage = True
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import threading
 import time
 from typing import Any, Iterable
 
 from ..events import ERROR, INIT, PROGRESS, TOOL_RESULT, TOOL_USE, Event, TokenUsage
 from .base import Backend, Invocation, ParsedOutput, RunSpec, StreamParser, \
-    describe_failure
+    describe_failure, slash_as_text
 
 APPROVAL_MODES = {"auto": "auto_edit", "always": "default", "none": "yolo"}
 # gemini 0.61.0 leaves this lock dir behind after fast runs; the next run then waits ~12 s for it to
@@ -24,7 +25,13 @@ STALE_LOCK_SECS = 2.0
 
 class GeminiBackend(Backend):
     name = "gemini"
+    # Audited against the pinned --help (tests/fixtures/gemini/help.txt).
     allowed_extra_flags = {"--model": True, "-m": True, "--debug": False, "-d": False}
+    dangerous_extra_flags = {
+        "--yolo": False, "-y": False, "--approval-mode": True, "--include-directories": True,
+        "--allowed-tools": True, "--allowed-mcp-server-names": True, "-e": True, "--extensions": True,
+        "--policy": True, "--admin-policy": True,
+    }
     # One process instead of a parent that ignores SIGTERM plus a child; also ~0.45 s faster.
     default_env = {"GEMINI_CLI_NO_RELAUNCH": "true", "NO_COLOR": "1"}
 
@@ -47,7 +54,9 @@ class GeminiBackend(Backend):
         if spec.resume_id:
             argv += ["--resume", spec.resume_id]
         argv += spec.operator_flags + spec.extra
-        prompt = spec.prompt
+        # Headless gemini runs "/cmd" (built-ins, MCP prompts, project commands with shell code) and
+        # can persist settings; "@path" inlines workspace files, a documented feature.
+        prompt = slash_as_text(spec.prompt)
         if spec.system_prompt:
             prompt = f"<system_instructions>\n{spec.system_prompt}\n</system_instructions>\n\n{prompt}"
         return Invocation(argv, prompt, spec.workdir or None, notes=notes)
@@ -102,6 +111,21 @@ class GeminiBackend(Backend):
                     os.unlink(path)
             except OSError:
                 continue
+
+
+    def forget_workdir(self, env: dict[str, str], workdir: str) -> None:
+        """gemini keeps tmp/<slug>/ and history/<slug>/ per project directory; a scratch dir is never
+        used again, so they would only pile up (its projects.json entry stays: the file is shared)."""
+        root = _gemini_dir(env)
+        for kind in ("tmp", "history"):
+            for marker in glob.glob(os.path.join(glob.escape(root), kind, "*", ".project_root")):
+                try:
+                    with open(marker, encoding="utf-8") as handle:
+                        owner = handle.read().strip()
+                except OSError:
+                    continue
+                if owner == workdir:
+                    shutil.rmtree(os.path.dirname(marker), ignore_errors=True)
 
 
 def _gemini_dir(env: dict[str, str]) -> str:

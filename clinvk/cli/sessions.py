@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..config import BACKEND_NAMES
+from ..scratch import remove_scratch
 from ..sessions import STATUSES
 from .app import cli
 from .context import EXIT_USAGE, CliContext, Failure, pass_cli
@@ -86,6 +87,7 @@ def sessions_delete(obj: CliContext, session_id: str) -> None:
         session = obj.service().delete_session(session_id)
     except (LookupError, ValueError) as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
+    remove_scratch(obj.config().home, session.working_dir)
     click.echo(f"Deleted session {session.id}.")
 
 

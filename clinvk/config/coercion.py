@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ..modelname import model_error
 from .model import (APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_CHOICES, SANDBOX_MODES,
                     TENANT_NAME_PATTERN, BackendConfig, Config, ConfigError, JobsConfig, OutputConfig,
                     ParallelConfig, RunConfig, ServerConfig, SessionConfig, TenantConfig, UnifiedFlags,
@@ -167,6 +168,8 @@ _RULES: dict[str, _Rule] = {
     "unified_flags.max_turns": _at_least(0),
     "unified_flags.command_timeout_secs": _at_least(0),
     "backends.*.approval_mode": _one_of(("",) + APPROVAL_MODES),
+    "backends.*.model": _Rule("a string (a model name: no leading '-', whitespace or control characters)",
+                              lambda v: model_error(v) is None),
     "backends.*.sandbox_mode": _one_of(("",) + SANDBOX_MODES),
     "session.retention_days": _at_least(0),
     "output.format": _one_of(OUTPUT_FORMATS),
@@ -210,7 +213,10 @@ _RULES: dict[str, _Rule] = {
 _ITEM_RULES: dict[str, _Rule] = {
     "server.trusted_proxies": _Rule("an IP address or CIDR network", _is_network),
     "server.allowed_workdir_prefixes": _ABSOLUTE,
-    "server.blocked_workdir_prefixes": _ABSOLUTE,
+    "server.blocked_workdir_prefixes": _Rule("an absolute path or ~/path (a trailing * matches by name)",
+                                             lambda v: v.startswith(("/", "~/"))),
+    "backends.*.pass_env": _Rule("an environment variable name, or a prefix ending in * (MY_TOOL_*)",
+                                 lambda v: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", v) is not None),
     "run.warm_pool.backends": _Rule("a backend with a long-lived mode that gives one-shot replies: "
                                     "'claude' or 'codex'", lambda v: v in ("claude", "codex")),
     "tenants.*.allowed_workdir_prefixes": _ABSOLUTE,

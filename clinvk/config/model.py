@@ -24,10 +24,12 @@ APPROVAL_MODES = ("default", "auto", "none", "always")
 SANDBOX_MODES = ("default", "read-only", "workspace", "full")
 OUTPUT_FORMATS = ("default", "text", "json", "stream-json")
 # Used when server.blocked_workdir_prefixes is empty; a non-empty list replaces them (an operator who
-# lists prefixes means exactly those).
+# lists prefixes means exactly those). "~/" is the service user's home; a trailing * matches by name.
+# clinvk's own state directory is blocked whatever the list says (Service).
 DEFAULT_BLOCKED_WORKDIR_PREFIXES = (
-    "/etc", "/var/run", "/var/lock", "/root", "/sys", "/proc", "/dev", "/usr/bin", "/usr/sbin",
+    "/etc", "/var/run", "/var/lock", "/var/lib", "/root", "/sys", "/proc", "/dev", "/usr/bin", "/usr/sbin",
     "/bin", "/sbin", "/boot", "/lib", "/lib64", "/usr/lib", "/usr/lib64",
+    "~/.ssh", "~/.config", "~/.claude*", "~/.codex", "~/.gemini", "~/.gnupg",
 )
 
 
@@ -37,6 +39,8 @@ class BackendConfig:
     command: str = ""  # executable name or path; "" -> the backend name, resolved on PATH
     model: str = ""
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the CLI process
+    # More server variables the CLI may inherit (names or PREFIX*), on top of clinvk.cli_env's allowlist.
+    pass_env: list[str] = field(default_factory=list)
     enabled: bool = True
     extra_flags: list[str] = field(default_factory=list)  # operator's flags: trusted, not allowlisted
     approval_mode: str = ""  # "" = use unified_flags
@@ -110,6 +114,8 @@ class ServerConfig:
     cors_allowed_origins: list[str] = field(
         default_factory=lambda: ["http://localhost:*", "http://127.0.0.1:*"])
     cors_allow_credentials: bool = False
+    # Host names the server answers to ([] = the loopback names and the bind address, loopback binds only).
+    allowed_hosts: list[str] = field(default_factory=list)
     cors_max_age: int = 300
     allowed_workdir_prefixes: list[str] = field(default_factory=list)
     blocked_workdir_prefixes: list[str] = field(

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..private_dirs import make_private_dirs
 from .coercion import Src, apply_tree, coerce, dotted, fail, resolve, set_value
 from .env import apply_env
 from .model import DEFAULT_BLOCKED_WORKDIR_PREFIXES, Config, ConfigError, default_home
@@ -151,7 +152,7 @@ def _write_checked(file: Path, data: dict[str, Any], src: Src) -> None:
     apply_tree(checked, data, (), src, sources)
     _finish(checked, sources)
 
-    file.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(file.parent)
     fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml", dir=file.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

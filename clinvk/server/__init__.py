@@ -23,6 +23,7 @@ from .http import docs, errors, meta
 from .http.cors import init_cors
 from .http.metrics import init_metrics
 from .http.observe import init_observability
+from .http.origin import init_request_origin
 from .http.ratelimit import init_rate_limits
 from .http.security import init_auth_enforcement, init_security
 from .native import errors as native_errors
@@ -98,8 +99,9 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     errors.init_app(app, native_errors.render, {"/openai/": openai_errors.render,
                                                 "/anthropic/": anthropic_errors.render})
     # Hook order matters (before_request runs in this order, after_request in reverse): request id
-    # and timing, client IP + body limit + key check, rate limit (keyed by the key), then the 401.
+    # and timing, Host and cross-site refusal, client IP + body limit + key check, rate limit (keyed by the key), then the 401.
     init_observability(app)
+    init_request_origin(app, config)
     init_security(app, config, api_keys, tenants)
     init_rate_limits(app, config)
     init_auth_enforcement(app)

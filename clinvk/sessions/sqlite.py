@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..events import TokenUsage
+from ..private_dirs import make_private_dirs
 from .model import (DEFAULT_OWNER, TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id,
                     check_lookup, check_status, derive_title, format_time, parse_time, utc_now)
 from .sqlite_records import SCHEMA as RECORDS_SCHEMA, SqliteRecords
@@ -79,11 +80,7 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
     def __init__(self, path: str | os.PathLike[str]):
         """Open (creating if needed) the database at ``path``; a new parent directory is made 0700."""
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, mode=0o700)
-            os.chmod(self.path.parent, 0o700)  # mkdir's mode is filtered by the umask
-        except FileExistsError:
-            pass
+        make_private_dirs(self.path.parent)
         # Create the file ourselves so it is 0600 from the start (SQLite would use 0644); SQLite gives
         # the -wal and -shm files the same mode as the database. An existing store is tightened too:
         # it holds users' prompts.
@@ -266,6 +263,13 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
             return 0
         with self._write() as conn:
             return conn.execute("DELETE FROM sessions WHERE last_used < ?", (format_time(cutoff),)).rowcount
+
+    def working_dirs_under(self, prefix: str) -> set[str]:
+        start = prefix.rstrip("/") + "/"
+        rows = self._conn().execute(  # a range, not LIKE: no wildcard characters in paths to escape
+            "SELECT DISTINCT working_dir FROM sessions WHERE working_dir >= ? AND working_dir < ?",
+            (start, start[:-1] + "0")).fetchall()
+        return {row[0] for row in rows}
 
     def latest_resumable(self, *, backend: str | None = None, working_dir: str | None = None,
                          owner: str | None = None) -> Session | None:

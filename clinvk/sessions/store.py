@@ -72,6 +72,10 @@ class SessionStore(ABC):
         """The most recently used session that can be continued, or None."""
 
     @abstractmethod
+    def working_dirs_under(self, prefix: str) -> set[str]:
+        """The working directories of stored sessions that lie under ``prefix`` (scratch dirs in use)."""
+
+    @abstractmethod
     def check(self) -> None:
         """Raise if the store is unusable (health checks)."""
 

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import RAISE, Schema, fields, validate
+
+from ..modelname import MODEL_PATTERN, MODEL_RULE
 
 MAX_EXTRA_FLAGS = 32
 MAX_PROMPT_CHARS = 8 * 1024 * 1024
 MAX_SYSTEM_PROMPT_CHARS = 100_000  # passed in argv: the kernel caps one argument at 128 KiB
+
+
+def model_name(min_length: int = 0) -> list[validate.Validator]:
+    """The validators of a ``model`` field: at most 200 characters, nothing that reads as a flag
+    (documented as the field's ``pattern``)."""
+    return [validate.Length(min=min_length or None, max=200),
+            validate.Regexp(MODEL_PATTERN, error=f"model {MODEL_RULE}")]
 
 
 class StrictBoolean(fields.Boolean):

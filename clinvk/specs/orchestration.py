@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from ..config import OUTPUT_FORMATS
-from .fields import MAX_PROMPT_CHARS, RequestSchema, StrictBoolean, StrictInteger
+from .fields import MAX_PROMPT_CHARS, model_name, RequestSchema, StrictBoolean, StrictInteger
 from .prompt import PromptOptionsSchema, PromptRequest, stream_of, to_request
 
 
@@ -133,7 +133,7 @@ class CompareRequestSchema(RequestSchema):
                            validate=validate.Length(min=1), metadata={
                                "description": "Backends to ask, in the order of the results. An unknown or "
                                               "unavailable one yields a result with its `error`."})
-    model = fields.String(validate=validate.Length(max=200), metadata={"description": "Model for every backend."})
+    model = fields.String(validate=model_name(), metadata={"description": "Model for every backend."})
     workdir = fields.String(validate=validate.Length(max=4096))
     sequential = StrictBoolean(metadata={"description": "One backend after the other instead of all at once."})
     dry_run = StrictBoolean()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from ..config import APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES
-from .fields import (MAX_EXTRA_FLAGS, MAX_PROMPT_CHARS, MAX_SYSTEM_PROMPT_CHARS, RequestSchema, StrictBoolean,
+from .fields import (MAX_EXTRA_FLAGS, model_name, MAX_PROMPT_CHARS, MAX_SYSTEM_PROMPT_CHARS, RequestSchema, StrictBoolean,
                      StrictInteger)
 
 STREAM_FORMAT = "stream-json"
@@ -60,7 +60,7 @@ class PromptOptionsSchema(RequestSchema):
                        "default backend, or the session's backend when session_id is given."})
     prompt = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PROMPT_CHARS),
                            metadata={"description": "The prompt, passed to the CLI on stdin."})
-    model = fields.String(validate=validate.Length(max=200), metadata={"description": "Model override."})
+    model = fields.String(validate=model_name(), metadata={"description": "Model override."})
     workdir = fields.String(validate=validate.Length(max=4096), metadata={
         "description": "Absolute working directory; checked against the allowed/blocked prefixes."})
     approval_mode = _choice(APPROVAL_MODES, metadata={"description": "Tool approval policy."})

@@ -384,6 +384,7 @@ def log_invocation(backend: str, prompt: str | None, **extra) -> None:
         "pgid": os.getpgid(0),
         "child_pid": None,
         "env": {k: v for k, v in os.environ.items() if k.startswith(("FAKE_", "CLINVK_TEST_"))},
+        "env_names": sorted(os.environ),  # what clinvk let through to the CLI (tests check the allowlist)
         "time": time.time(),
     }
     rec.update(extra)

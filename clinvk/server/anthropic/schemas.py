@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from ...specs.fields import model_name
 from ..compat_schemas import CONTENT_DOC, Lenient, StrictBoolean, StrictInteger, StrictNumber, TextContent
 
 
@@ -17,7 +18,7 @@ class AnthropicMessageParamSchema(Lenient):
 class AnthropicMessagesRequestSchema(Lenient):
     """Messages request. Fields not listed here are accepted and ignored."""
 
-    model = fields.String(required=True, validate=validate.Length(min=1, max=200), metadata={
+    model = fields.String(required=True, validate=model_name(min_length=1), metadata={
         "description": "Same mapping as the OpenAI API: `claude`, `codex`, `gemini` or a model name."})
     max_tokens = StrictInteger(required=True, validate=validate.Range(min=1, error="Must be greater than 0."),
                                metadata={"description": "Required, > 0; no CLI can cap its answer's length."})

@@ -33,9 +33,10 @@ def load(schema: Schema, data: Any | None = None, *, root: str | None = "body", 
 
 def json_body(root: str | None = "body") -> dict[str, Any]:
     """The request body as a JSON object, or an :class:`ApiError` saying what is wrong with it."""
+    # Without a JSON type a browser sends the body cross-site with no CORS preflight ("simple request").
     mimetype = request.mimetype or ""
-    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise ApiError(415, f"Content-Type must be application/json (got {mimetype})",
+    if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        raise ApiError(415, f"Content-Type must be application/json (got {mimetype or 'none'})",
                        errors=[{"field": "header.Content-Type", "message": "must be application/json"}])
     raw = request.get_data(cache=False)
     if not raw.strip():

@@ -26,6 +26,12 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+def peer_is_trusted(remote_addr: str | None, trusted: list[Network]) -> bool:
+    """Whether the direct peer is one of the trusted proxies (whose forwarding headers count)."""
+    peer = _ip(remote_addr or "")
+    return peer is not None and any(peer.version == net.version and peer in net for net in trusted)
+
+
 def client_ip(remote_addr: str | None, headers, trusted: list[Network]) -> str:
     """The client's address. Forwarding headers count only when the peer is a trusted proxy.
 

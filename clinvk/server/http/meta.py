@@ -3,6 +3,7 @@ the marshmallow schemas)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Blueprint, current_app, jsonify
@@ -10,6 +11,8 @@ from flask import Blueprint, current_app, jsonify
 from ... import __version__
 from ...config import BACKEND_NAMES
 from . import context
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("meta", __name__)
 
@@ -45,8 +48,10 @@ def health():
     try:
         service.store.check()
         store["session_count"] = service.store.count()
-    except Exception as exc:  # an unusable store makes the server unhealthy, not broken
-        store = {"available": False, "error": str(exc)}
+    except Exception:  # an unusable store makes the server unhealthy, not broken
+        # /health needs no key: the reason (paths, OS errors) goes to the log, not to the caller.
+        log.exception("session store check failed")
+        store = {"available": False, "error": "the session store is not usable (see the server log)"}
     if not store["available"]:
         status = "unhealthy"
     elif not all(b["available"] for b in backends):

@@ -78,11 +78,14 @@ def document_common_errors(document: dict) -> dict:
                 common["401"] = error("Missing or invalid API key (when the server has API keys)", path, www_auth)
                 common["429"] = error("Rate limited, or every run slot taken and the wait queue full", path,
                                       retry_after)
+            if method.lower() in ("post", "put", "patch", "delete"):
+                common["403"] = error("Cross-site request: an Origin that is neither this server nor one of "
+                                      "server.cors_allowed_origins, or Sec-Fetch-Site: cross-site", path)
             if "requestBody" in operation:
                 common["400"] = error("Malformed JSON, or a body that is not a JSON object", path)
                 common["408"] = error("The request body stopped arriving (server.read_timeout_secs)", path)
                 common["413"] = error("Request body larger than server.max_request_body_bytes", path)
-                common["415"] = error("Content-Type is not application/json", path)
+                common["415"] = error("Content-Type is not application/json (a JSON body needs a JSON content type)", path)
             for status, response in common.items():
                 if status not in responses:
                     responses[status] = response

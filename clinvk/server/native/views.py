@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from ...events import RunResult
+from ...scratch import remove_scratch
 from ..http.bodies import load
 from ..http.context import service
 from ..http.disconnect import client_gone_token
@@ -159,4 +160,5 @@ def delete_session(session_id: str):
         service().delete_session(session.id)
     except LookupError as exc:  # deleted by someone else meanwhile
         raise ApiError(404, str(exc)) from None
+    remove_scratch(service().config.home, session.working_dir)
     return jsonify({"deleted": True, "id": session.id})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from ...specs.fields import model_name
 from ..compat_schemas import CONTENT_DOC, Lenient, StrictBoolean, StrictInteger, StrictNumber, TextContent
 
 
@@ -51,7 +52,7 @@ class OpenAIStreamOptionsSchema(Lenient):
 class OpenAIChatCompletionRequestSchema(Lenient):
     """Chat completion request. Fields not listed here are accepted and ignored."""
 
-    model = fields.String(required=True, validate=validate.Length(min=1, max=200), metadata={
+    model = fields.String(required=True, validate=model_name(min_length=1), metadata={
         "description": "`claude`, `codex` or `gemini` (run with that backend's configured model), or a model "
                        "name passed to the CLI: containing `claude`/`sonnet`/`opus`/`haiku` → claude; "
                        "`gpt`, `o<digit>` or `codex` → codex; `gemini` → gemini."})

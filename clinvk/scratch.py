@@ -1,0 +1,61 @@
+"""Scratch working directories for runs that name no workdir: never the server's own directory.
+
+Each lives under ``<clinvk home>/scratch`` (0700): an ephemeral run gets a fresh one that is removed
+when the run ends; a session keeps one for all its turns (a CLI resumes a conversation only from the
+same directory) and loses it when the session is deleted or pruned by retention.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .private_dirs import make_private_dirs
+from .sessions import SessionStore
+
+# An unreferenced scratch dir younger than this may belong to a run still starting in another worker.
+PRUNE_GRACE_SECS = 24 * 3600
+
+
+def scratch_root(home: str | os.PathLike[str]) -> Path:
+    return Path(home) / "scratch"
+
+
+def new_scratch_dir(home: str | os.PathLike[str]) -> str:
+    """A fresh, empty, private directory for one run or session."""
+    root = make_private_dirs(scratch_root(home))
+    return tempfile.mkdtemp(prefix="run-", dir=root)  # mkdtemp makes it 0700
+
+
+def is_scratch(home: str | os.PathLike[str], path: str) -> bool:
+    return bool(path) and Path(path).parent == scratch_root(home)
+
+
+def remove_scratch(home: str | os.PathLike[str], path: str) -> None:
+    """Remove ``path`` if it is one of clinvk's scratch dirs (a session's own workdir is never touched)."""
+    if is_scratch(home, path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_scratch(home: str | os.PathLike[str], store: SessionStore) -> int:
+    """Remove the scratch dirs no stored session uses (left by deleted or expired sessions, or a crash);
+    returns how many."""
+    root = scratch_root(home)
+    if not root.is_dir():
+        return 0
+    used = store.working_dirs_under(str(root))
+    now = time.time()
+    removed = 0
+    for entry in root.iterdir():
+        try:
+            young = now - entry.lstat().st_mtime < PRUNE_GRACE_SECS
+        except FileNotFoundError:
+            continue
+        if str(entry) in used or young:
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
