@@ -110,10 +110,11 @@ def test_a_sandboxed_cli_reaches_only_its_home_and_workdir(make_config, clinvk_h
     assert not (outside / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
     assert not any(path.exists() for path in escapes.values())
 
-    # without a workdir, a sandboxed run gets an empty directory of its home, never the server's own
+    # without a workdir, a sandboxed run gets a scratch directory of the state dir, never the server's own
     body = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "d"}).json
     assert report(body)["write-workdir"] == "ok"
-    assert (clinvk_home / "homes" / body["session_id"] / "work" / "written.txt").exists()
+    scratch = Path(client.get(f"/api/v1/sessions/{body['session_id']}").json["working_dir"])
+    assert scratch.is_relative_to(clinvk_home) and (scratch / "written.txt").exists(), scratch
     assert not (Path.cwd() / "written.txt").exists()
 
     # the same CLI without the sandbox reaches all of it: the probe does detect access
