@@ -331,6 +331,9 @@ class _LiveRuns:
 _LIVE = _LiveRuns()
 terminate_all = _LIVE.terminate_all
 stop_all = _LIVE.stop_all
+# For processes started elsewhere (the warm pool's): shutdown and a dead worker's cleanup end them too.
+track = _LIVE.add
+untrack = _LIVE.discard
 atexit.register(terminate_all)
 
 

@@ -23,7 +23,9 @@ def run(client, **body):
 
 def test_without_workdir_an_ephemeral_run_gets_its_own_scratch_dir_removed_after(make_app, fake_clis, clinvk_home,
                                                                                 tmp_path):
-    client = make_app(server={"allowed_workdir_prefixes": [str(tmp_path / "projects")]}).test_client()
+    # No warm pool: a standby CLI keeps a scratch dir of its own until it ends (tests/test_homes.py).
+    client = make_app(server={"allowed_workdir_prefixes": [str(tmp_path / "projects")]},
+                      run={"warm_pool": {"enabled": False}}).test_client()
     run(client, ephemeral=True)
     run(client, ephemeral=True)
     first, second = (Path(c["cwd"]) for c in fake_clis.calls())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import uuid
@@ -47,7 +48,9 @@ def test_kill_9_of_a_worker_ends_its_runs(tmp_path, fake_clis):
             "the master starts a new worker"
         assert server.post("/api/v1/prompt", {"backend": "codex", "prompt": "hi"}, fresh=True).json()["output"] \
             == "echo: hi"
-        assert "ended 4 CLI process groups of worker" in server.stderr_text()
+        # the four runs', and any the warm pool had started ahead (they die with the worker too)
+        ended = re.search(r"ended (\d+) CLI process groups of worker", server.stderr_text())
+        assert ended and int(ended.group(1)) >= 4, server.stderr_text()
         for conn in conns:
             conn.close()
     finally:

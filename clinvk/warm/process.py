@@ -18,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from .. import runner
 from ..runner import MAX_STDERR_BYTES, MAX_STDOUT_BYTES, ProcessOutcome, StartError
 from .protocol import Protocol, Step
 
@@ -54,6 +55,10 @@ class WarmProcess:
                                          close_fds=True)
         except OSError as exc:
             raise StartError(exc.errno, f"cannot start {argv[0]}: {exc.strerror}") from exc
+        if not runner.track(self):  # the server is shutting down: no new process
+            _kill_group(self.proc.pid)
+            self.proc.wait()
+            raise StartError(0, f"cannot start {argv[0]}: the server is shutting down")
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True, name="warm-stderr")
         self._stderr_reader.start()
         threading.Thread(target=self._read_stdout, daemon=True, name="warm-stdout").start()
@@ -199,6 +204,7 @@ class WarmProcess:
             pass
         _kill_group(self.proc.pid)  # codex's node launcher would orphan its native child otherwise
         self.proc.wait()
+        runner.untrack(self)
         if self.on_close is not None:
             self.on_close()
 
