@@ -5,6 +5,7 @@
     python3 bench/peers.py --quick        # small counts
     python3 bench/peers.py --fake c       # the C fake instead of the /bin/sh one
     python3 bench/peers.py --no-peers     # clinvk alone: offline, no install
+    python3 bench/peers.py --no-peers --compare-tree /tmp/base   # clinvk before/after a change
 
 The peers, pinned: cli2api and agentrelay-cli from PyPI, each installed once into its own venv under
 ``~/.cache/clinvk-bench/`` (``--cache``). Every server runs on 127.0.0.1 with a temporary HOME and
@@ -407,6 +408,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer", action="append", choices=sorted(PACKAGES),
                         help="compare with only these peers (repeatable; default: all)")
     parser.add_argument("--no-peers", action="store_true", help="clinvk alone (nothing installed: works offline)")
+    parser.add_argument("--compare-tree", type=Path, metavar="DIR",
+                        help="also measure the clinvk of another source tree (e.g. `git archive <commit> | tar -x "
+                             "-C DIR`), in the same run: before/after a change")
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"where the peers' venvs live (default {CACHE})")
     parser.add_argument("--json-out", type=Path, help="where to write the figures (default bench/results/peers-<time>.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
@@ -423,6 +427,15 @@ def setup_targets(args: argparse.Namespace, root: Path, fake: Path, fakes: dict[
     clinvk = start(run.Server(root, "clinvk", fakes, workers=1, threads=64, max_concurrent=16, max_queued=64))
     targets = [Target("clinvk, OpenAI path (1 worker)", clinvk, "/openai/v1/chat/completions", run.openai_body()),
                Target("clinvk, native ephemeral (1 worker)", clinvk, "/api/v1/prompt", run.native_body())]
+    if args.compare_tree:
+        other = run.Server(root, "clinvk-compared", fakes, workers=1, threads=64, max_concurrent=16, max_queued=64)
+        other.env["PYTHONPATH"] = str(args.compare_tree.resolve())  # its clinvk package, not this one
+        start(other)
+        name = args.compare_tree.name
+        targets += [Target(f"clinvk of {name}, OpenAI path (1 worker)", other, "/openai/v1/chat/completions",
+                           run.openai_body()),
+                    Target(f"clinvk of {name}, native ephemeral (1 worker)", other, "/api/v1/prompt",
+                           run.native_body())]
     wanted = [] if args.no_peers else (args.peer or list(PACKAGES))
     chat = "/v1/chat/completions"
     for name in wanted:

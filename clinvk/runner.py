@@ -8,9 +8,9 @@ about 1 ms whatever the server's size, where a real fork of a large worker costs
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import select
-import selectors
 import signal
 import subprocess
 import threading
@@ -60,12 +60,15 @@ class RunningProcess:
         self._stderr = bytearray()
         self._lock = threading.Lock()
         self.on_close: Callable[[], None] | None = None  # called once, when the process is closed
+        self._exit_fd: int | None = None
         _LIVE.check_open()
         stdin_fd = _prompt_fd(invocation.stdin_text)
         try:
             self.proc = subprocess.Popen(
                 invocation.argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=invocation.cwd, env=env, start_new_session=True, close_fds=True)
+                cwd=invocation.cwd, env=env, start_new_session=True, close_fds=True,
+                bufsize=0)  # unbuffered: _pump reads the fds itself; no buffer means no tty/seek probes
+            self._exit_fd = _pidfd(self.proc.pid)  # one per run: _pump and _wait_exit share it
         except OSError as exc:
             raise StartError(exc.errno, f"cannot start {invocation.argv[0]}: {exc.strerror}") from exc
         finally:
@@ -132,60 +135,57 @@ class RunningProcess:
         Ends when both pipes are closed, or shortly after the CLI exited while a leftover child of
         it still holds them open (a pidfd in the same selector tells the moment it exits).
         """
-        selector = selectors.DefaultSelector()
+        # poll(), not an epoll selector: for three descriptors it needs no kernel object and no
+        # registration calls, which under load cost more than the wait itself.
+        poller = select.poll()
         streams = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
         for fd in streams:
             os.set_blocking(fd, False)
-            selector.register(fd, selectors.EVENT_READ)
-        exit_fd = _pidfd(self.proc.pid)
+            poller.register(fd, select.POLLIN)
+        exit_fd = self._exit_fd
         if exit_fd is not None:
-            selector.register(exit_fd, selectors.EVENT_READ)
+            poller.register(exit_fd, select.POLLIN)
         last_output = time.monotonic()
         exited_at: float | None = None
-        try:
-            while streams:
-                now = time.monotonic()
-                if now >= self.deadline:
-                    self.timed_out = True
-                    self.terminate(f"timed out after {self.timeout:g} s")
-                    return
-                if exited_at is not None and now - exited_at >= EXIT_DRAIN_SECS:
-                    return  # the CLI is gone; what still holds its pipes is a leftover child
-                wait = min(self.deadline - now, POLL_SECS)
-                if exited_at is not None:
-                    wait = min(wait, exited_at + EXIT_DRAIN_SECS - now)
-                if keepalive is not None:
-                    wait = min(wait, max(0.0, last_output + keepalive - now))
-                events = selector.select(wait)
-                for key, _ in events:
-                    if key.fd == exit_fd:
-                        exited_at = time.monotonic()
-                        selector.unregister(exit_fd)
-                        continue
-                    try:
-                        data = os.read(key.fd, 65536)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        selector.unregister(key.fd)
-                        del streams[key.fd]
-                    elif streams[key.fd] == "out":
-                        last_output = time.monotonic()
-                        yield data
-                    elif len(self._stderr) < MAX_STDERR_BYTES:
-                        self._stderr += data[:MAX_STDERR_BYTES - len(self._stderr)]
-                if self.cancelled:
-                    return
-                now = time.monotonic()
-                if keepalive is not None and now - last_output >= keepalive:
-                    last_output = now
-                    yield None
-                if exited_at is None and exit_fd is None and not events and self.proc.poll() is not None:
-                    exited_at = now  # no pidfd support: noticed by polling instead
-        finally:
-            selector.close()
-            if exit_fd is not None:
-                os.close(exit_fd)
+        while streams:
+            now = time.monotonic()
+            if now >= self.deadline:
+                self.timed_out = True
+                self.terminate(f"timed out after {self.timeout:g} s")
+                return
+            if exited_at is not None and now - exited_at >= EXIT_DRAIN_SECS:
+                return  # the CLI is gone; what still holds its pipes is a leftover child
+            wait = min(self.deadline - now, POLL_SECS)
+            if exited_at is not None:
+                wait = min(wait, exited_at + EXIT_DRAIN_SECS - now)
+            if keepalive is not None:
+                wait = min(wait, max(0.0, last_output + keepalive - now))
+            events = poller.poll(_millis(wait))
+            for fd, _ in events:
+                if fd == exit_fd:
+                    exited_at = time.monotonic()
+                    poller.unregister(exit_fd)
+                    continue
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    poller.unregister(fd)
+                    del streams[fd]
+                elif streams[fd] == "out":
+                    last_output = time.monotonic()
+                    yield data
+                elif len(self._stderr) < MAX_STDERR_BYTES:
+                    self._stderr += data[:MAX_STDERR_BYTES - len(self._stderr)]
+            if self.cancelled:
+                return
+            now = time.monotonic()
+            if keepalive is not None and now - last_output >= keepalive:
+                last_output = now
+                yield None
+            if exited_at is None and exit_fd is None and not events and self.proc.poll() is not None:
+                exited_at = now  # no pidfd support: noticed by polling instead
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -204,30 +204,31 @@ class RunningProcess:
             pass
         _signal_group(self.proc.pid, signal.SIGKILL)
 
-    def _wait_exit(self, timeout: float) -> None:
+    def _wait_exit(self, timeout: float, exit_fd: int | None = None) -> None:
         """Block until the process exits or ``timeout`` passes.
 
         Popen.wait(timeout) polls with sleeps of up to 50 ms (about 1 ms on a fast run, measured by
         bench/); a pidfd wakes us the moment the process exits. poll(), not select(): with hundreds
-        of runs in flight descriptors pass 1024.
+        of runs in flight descriptors pass 1024. ``exit_fd`` is the run's own pidfd, for the thread
+        that owns the run (it closes it); any other thread opens one of its own.
         """
         if self.proc.poll() is not None:
             return
-        fd = _pidfd(self.proc.pid)
+        fd = exit_fd if exit_fd is not None else _pidfd(self.proc.pid)
         if fd is None:
             return  # no pidfd support: Popen.wait polls instead
         try:
             poller = select.poll()
             poller.register(fd, select.POLLIN)
             # A deadline beyond poll()'s range (the command line has none) means: until it exits.
-            millis = max(0, int(timeout * 1000)) if timeout < MAX_POLL_MILLIS / 1000 else None
-            poller.poll(millis)
+            poller.poll(_millis(timeout) if timeout < MAX_POLL_MILLIS / 1000 else None)
         finally:
-            os.close(fd)
+            if fd != exit_fd:
+                os.close(fd)
 
     def _reap(self) -> int:
         try:
-            self._wait_exit(self.deadline - time.monotonic())
+            self._wait_exit(self.deadline - time.monotonic(), self._exit_fd)
             code = self.proc.wait(max(0.0, self.deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.timed_out = True
@@ -245,8 +246,16 @@ class RunningProcess:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
         if _LIVE.discard(self) and self.on_close is not None:
             self.on_close()
+
+
+def _millis(secs: float) -> int:
+    """A poll() timeout: whole milliseconds, rounded up so a short wait does not spin."""
+    return max(0, math.ceil(secs * 1000))
 
 
 def _pidfd(pid: int) -> int | None:
@@ -260,11 +269,10 @@ def _pidfd(pid: int) -> int | None:
 def _prompt_fd(text: str) -> int:
     """A readable fd holding the prompt: any size, no writer thread, never an open pipe (CLIs wait on those)."""
     fd = os.memfd_create("clinvk-prompt", os.MFD_CLOEXEC)
-    data = text.encode("utf-8")
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
+    view = memoryview(text.encode("utf-8"))
+    written = 0
+    while written < len(view):  # pwrite leaves the offset at 0, where the CLI starts reading
+        written += os.pwrite(fd, view[written:], written)
     return fd
 
 

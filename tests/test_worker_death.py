@@ -75,7 +75,7 @@ def test_a_reused_pid_is_not_killed(tmp_path):
     """A recorded group whose number now belongs to another process (another start time) is left alone."""
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        (tmp_path / f"333.{other.pid}.{start_time(other.pid) - 1}").touch()
+        (tmp_path / "333.groups").write_bytes(f"{other.pid} {start_time(other.pid) - 1}".encode().ljust(31) + b"\n")
         assert end_groups(tmp_path, 333) == 0
         assert alive(other.pid)
         assert not os.listdir(tmp_path), "the stale entry is forgotten"
@@ -98,3 +98,20 @@ def test_a_group_whose_leader_is_gone_is_still_ended(tmp_path):
     finally:
         if alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_an_ended_run_leaves_the_record_and_its_slot_is_reused(tmp_path):
+    """Only groups still running are ended; a finished run's place in the file serves the next run."""
+    done, running = (subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(2))
+    try:
+        record = GroupRecord(tmp_path, owner=555)
+        first = record.started(done.pid)
+        record.ended(first)
+        assert record.started(running.pid) == first
+        assert end_groups(tmp_path, 555) == 1
+        assert wait_for(lambda: running.poll() is not None, within=10) and alive(done.pid)
+        assert not os.listdir(tmp_path)
+    finally:
+        for proc in (done, running):
+            proc.kill()
+            proc.wait()

@@ -6,6 +6,10 @@ keep-alive tick, 15 s by default, or longer), and a plain request would keep its
 (behind nginx: the proxy's upstream connection, which nginx closes when its client leaves); one
 watcher thread per worker process waits (epoll, no polling) for the peer to hang up on any watched
 socket and calls that request's cancel function.
+
+A kept-alive connection stays registered between its requests (the kernel drops a closed socket
+from the epoll set by itself): a request only swaps the cancel function under a lock, so the
+common case costs no system call.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class DisconnectWatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watched: dict[int, tuple[socket.socket, Cancel]] = {}
+        self._registered: dict[int, socket.socket] = {}  # fd -> the socket epoll holds it for
+        self._signalled: set[int] = set()  # registered fds whose hang-up event came while none was watched
         self._epoll: select.epoll | None = None
         self._pid = 0
 
@@ -40,6 +46,8 @@ class DisconnectWatcher:
         if self._epoll is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._watched = {}
+            self._registered = {}
+            self._signalled = set()
             self._epoll = select.epoll()
             threading.Thread(target=self._run, args=(self._epoll,), name="clinvk-disconnect-watcher",
                              daemon=True).start()
@@ -54,19 +62,28 @@ class DisconnectWatcher:
             epoll = self._poller()
             fd = sock.fileno()
             self._watched[fd] = (sock, cancel)
-            epoll.register(fd, EVENTS)
+            if self._registered.get(fd) is not sock:  # a new connection (or a new socket on a reused fd)
+                self._register(epoll, fd)
+                self._registered[fd] = sock
+                self._signalled.discard(fd)
+            elif fd in self._signalled:
+                # The edge-triggered event fired between two requests: it will not fire again.
+                self._signalled.discard(fd)
+                self._cancel_if_gone(sock, cancel)
 
         def forget() -> None:
             with self._lock:
-                if self._watched.get(fd, (None, None))[1] is not cancel:
-                    return
-                del self._watched[fd]
-                try:
-                    epoll.unregister(fd)
-                except OSError:
-                    pass
+                if self._watched.get(fd, (None, None))[1] is cancel:
+                    del self._watched[fd]
 
         return forget
+
+    @staticmethod
+    def _register(epoll: select.epoll, fd: int) -> None:
+        try:
+            epoll.register(fd, EVENTS)
+        except FileExistsError:  # the fd's previous socket was dup'ed elsewhere and is still held
+            epoll.modify(fd, EVENTS)
 
     @contextmanager
     def watch(self, sock: socket.socket | None) -> Iterator[CancelToken]:
@@ -83,10 +100,16 @@ class DisconnectWatcher:
             for fd, _ in epoll.poll():
                 with self._lock:
                     entry = self._watched.get(fd)
-                if entry and _hung_up(entry[0]):
-                    # cancel() waits for the CLI to end: not on this thread, which serves every request.
-                    threading.Thread(target=entry[1], args=(REASON,), name="clinvk-client-gone",
-                                     daemon=True).start()
+                    if entry is None and fd in self._registered:
+                        self._signalled.add(fd)
+                if entry:
+                    self._cancel_if_gone(*entry)
+
+    @staticmethod
+    def _cancel_if_gone(sock: socket.socket, cancel: Cancel) -> None:
+        if _hung_up(sock):
+            # cancel() waits for the CLI to end: not on this thread, which serves every request.
+            threading.Thread(target=cancel, args=(REASON,), name="clinvk-client-gone", daemon=True).start()
 
 
 def _hung_up(sock: socket.socket) -> bool:
