@@ -74,7 +74,7 @@ def test_requests_that_finish_are_not_cancelled(server, fake_clis):
 
 def _post(sock, body: dict) -> None:
     data = json.dumps(body).encode()
-    sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
 
 
