@@ -1,4 +1,5 @@
-"""Tests of the SQLite session store (clinvk.sessions)."""
+"""Tests of the session stores (clinvk.sessions): the contract runs against SQLite and a real
+PostgreSQL (tests/services.py); file modes, query plans and processes sharing a file are SQLite's own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from clinvk.sessions import postgresql as postgres_mod
 from clinvk.sessions import sqlite as sessions_mod
 from clinvk.events import TokenUsage
 from clinvk.sessions import (
@@ -23,6 +25,8 @@ from clinvk.sessions import (
     SessionNotFound,
     SqliteSessionStore as SessionStore,
 )
+from clinvk.sessions.postgresql import PostgresSessionStore
+from tests.services import postgres_db, postgres_server  # noqa: F401 (fixtures)
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -40,12 +44,17 @@ def clock(monkeypatch):
 
     c = Clock()
     monkeypatch.setattr(sessions_mod, "utc_now", lambda: c.now)
+    monkeypatch.setattr(postgres_mod, "utc_now", lambda: c.now)
     return c
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SessionStore(tmp_path / "home" / "sessions.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """Each contract test runs once per store implementation."""
+    if request.param == "sqlite":
+        s = SessionStore(tmp_path / "home" / "sessions.db")
+    else:
+        s = PostgresSessionStore(request.getfixturevalue("postgres_db"))
     yield s
     s.close()
 
@@ -170,6 +179,13 @@ def test_to_dict_is_json_ready(store):
 
 
 def _insert_ids(store, ids):
+    """Sessions with chosen ids, all with the same last_used, written past the store's API."""
+    if isinstance(store, PostgresSessionStore):
+        with store._connection() as conn:
+            for i in ids:
+                conn.execute("INSERT INTO sessions (id, backend, created_at, last_used) VALUES (%s, 'claude', %s, %s)",
+                             (i, T0, T0))
+        return
     conn = store._conn()
     for i in ids:
         conn.execute("INSERT INTO sessions (id, backend, created_at, last_used) VALUES (?, 'claude', ?, ?)",

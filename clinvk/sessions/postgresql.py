@@ -1,0 +1,257 @@
+"""The PostgreSQL session store: one database shared by every worker of every clinvk host.
+
+Same contract as :class:`~clinvk.sessions.sqlite.SqliteSessionStore` (the store tests run against
+both). Each process keeps its own psycopg connection pool, opened on first use in that process: a
+pool's connections and threads must not cross ``fork`` (gunicorn ``--preload``).
+
+Connection budget: every worker process of every host holds up to ``pool_size`` connections, so a
+deployment needs ``pool_size × workers × hosts`` (plus a few for psql and migrations) within the
+server's ``max_connections`` (default 100).
+
+The schema is versioned (table ``clinvk_schema``) and brought up to date at start-up inside one
+transaction holding an advisory lock, so hosts starting together apply each step exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, Iterator
+
+from ..events import TokenUsage
+from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status,
+                    derive_title, utc_now)
+from .store import SessionStore
+
+DEFAULT_POOL_SIZE = 4
+CONNECT_TIMEOUT_SECS = 10
+# Any constant both hosts agree on: pg_advisory_xact_lock takes a bigint key ("clinvk" in ASCII).
+_MIGRATION_LOCK = 0x636C696E766B
+
+# Version → the statements that bring the schema from the previous version to this one. Append only.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        # COLLATE "C": ids compare byte-wise, so the prefix range below and the id tie-break of the
+        # page order are the same as SQLite's, whatever the database's locale.
+        """CREATE TABLE sessions (
+            id TEXT COLLATE "C" PRIMARY KEY, backend TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL, last_used TIMESTAMPTZ NOT NULL,
+            working_dir TEXT NOT NULL DEFAULT '', backend_session_id TEXT, model TEXT,
+            initial_prompt TEXT NOT NULL DEFAULT '', title TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'active', turn_count INTEGER NOT NULL DEFAULT 0,
+            input_tokens BIGINT NOT NULL DEFAULT 0, output_tokens BIGINT NOT NULL DEFAULT 0,
+            cached_tokens BIGINT NOT NULL DEFAULT 0, reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+            tags TEXT NOT NULL DEFAULT '[]', metadata TEXT NOT NULL DEFAULT '{}', error_message TEXT)""",
+        "CREATE INDEX sessions_last_used ON sessions (last_used, id)",
+        "CREATE INDEX sessions_backend_last_used ON sessions (backend, last_used, id)",
+        "CREATE INDEX sessions_status_last_used ON sessions (status, last_used, id)",
+    ],
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def row_to_session(row: dict[str, Any]) -> Session:
+    return Session(
+        id=row["id"], backend=row["backend"], created_at=row["created_at"], last_used=row["last_used"],
+        working_dir=row["working_dir"], backend_session_id=row["backend_session_id"], model=row["model"],
+        initial_prompt=row["initial_prompt"], title=row["title"], status=row["status"],
+        turn_count=row["turn_count"], token_usage=TokenUsage(*(row[c] for c in TOKEN_COLUMNS)),
+        tags=json.loads(row["tags"]), metadata=json.loads(row["metadata"]),
+        error_message=row["error_message"],
+    )
+
+
+def apply_migrations(conn: Any) -> int:
+    """Bring the schema to SCHEMA_VERSION in one transaction, one host at a time; returns the version
+    found. RuntimeError if the database was made by a newer clinvk."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS clinvk_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) AS v FROM clinvk_schema").fetchone()
+        found = row["v"] or 0
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(f"schema version {found} is newer than this clinvk's ({SCHEMA_VERSION})")
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        if found < SCHEMA_VERSION:
+            conn.execute("DELETE FROM clinvk_schema")
+            conn.execute("INSERT INTO clinvk_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+    return found
+
+
+class PostgresSessionStore(SessionStore):
+    """Sessions in a PostgreSQL database, shared by every process and host that opens the same URI."""
+
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE):
+        """Connect to ``url`` (``postgresql://user:password@host:port/database``) and bring its schema
+        up to date. Raises psycopg errors when the server is unreachable."""
+        self.url = url
+        self.pool_size = pool_size
+        self._pool_lock = threading.Lock()
+        self._pool_obj: Any = None
+        self._pool_pid = 0
+        with self._connection() as conn:
+            apply_migrations(conn)
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _pool(self) -> Any:
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        with self._pool_lock:
+            if self._pool_obj is None or self._pool_pid != os.getpid():
+                # A pool inherited through fork has dead threads and shared sockets: leave it alone
+                # (closing it would close the parent's connections) and open our own.
+                self._pool_obj = ConnectionPool(
+                    self.url, min_size=1, max_size=self.pool_size, open=True, timeout=CONNECT_TIMEOUT_SECS,
+                    # A connection broken by a server restart is found and replaced on checkout.
+                    check=ConnectionPool.check_connection,
+                    kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECS,
+                            "options": "-c timezone=UTC"},
+                    name="clinvk-sessions")
+                self._pool_pid = os.getpid()
+            return self._pool_obj
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection; what it did is committed when the block ends, rolled back on error."""
+        with self._pool().connection() as conn:
+            yield conn
+
+    def _resolve(self, conn: Any, id_or_prefix: str, *, lock: bool = False) -> dict[str, Any]:
+        prefix = check_id(id_or_prefix)
+        # Every id starting with `prefix` sorts between `prefix` and `prefix + "g"` (byte order).
+        where, args = "id >= %s AND id < %s", (prefix, prefix + "g")
+        rows = conn.execute(f"SELECT * FROM sessions WHERE {where} ORDER BY id LIMIT 2"
+                            + (" FOR UPDATE" if lock else ""), args).fetchall()
+        if not rows:
+            raise SessionNotFound(f"no session found with id or prefix {prefix!r}")
+        if len(rows) > 1 and rows[0]["id"] != prefix:
+            n = conn.execute(f"SELECT COUNT(*) AS n FROM sessions WHERE {where}", args).fetchone()["n"]
+            raise AmbiguousSession(f"ambiguous prefix {prefix!r}: matches {n} sessions")
+        return rows[0]
+
+    # -- the store interface -----------------------------------------------------------------------
+
+    def create(self, *, backend: str, working_dir: str = "", model: str | None = None,
+               initial_prompt: str = "", tags: list[str] | None = None,
+               metadata: dict[str, str] | None = None) -> Session:
+        if not isinstance(backend, str) or not backend:
+            raise ValueError("backend must be a non-empty string")
+        tags, metadata = list(tags or []), dict(metadata or {})
+        if not all(isinstance(t, str) for t in tags):
+            raise ValueError("tags must be strings")
+        tags = list(dict.fromkeys(tags))
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise ValueError("metadata keys and values must be strings")
+        now = utc_now()
+        session = Session(id=secrets.token_hex(16), backend=backend, created_at=now, last_used=now,
+                          working_dir=working_dir or "", model=model, initial_prompt=initial_prompt or "",
+                          title=derive_title(initial_prompt or ""), tags=tags, metadata=metadata)
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO sessions (id, backend, created_at, last_used, working_dir, model, initial_prompt,"
+                " title, status, tags, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (session.id, backend, now, now, session.working_dir, model, session.initial_prompt,
+                 session.title, session.status, json.dumps(tags), json.dumps(metadata)))
+        return session
+
+    def get(self, id_or_prefix: str) -> Session:
+        with self._connection() as conn:
+            return row_to_session(self._resolve(conn, id_or_prefix))
+
+    def record_turn(self, session_id: str, *, status: str, backend_session_id: str | None = None,
+                    token_usage: TokenUsage | None = None, error_message: str | None = None,
+                    model: str | None = None) -> Session:
+        check_status(status)
+        check_id(session_id)
+        usage = token_usage or TokenUsage()
+        with self._connection() as conn:
+            row = conn.execute(
+                "UPDATE sessions SET turn_count = turn_count + 1, input_tokens = input_tokens + %s,"
+                " output_tokens = output_tokens + %s, cached_tokens = cached_tokens + %s,"
+                " reasoning_tokens = reasoning_tokens + %s, last_used = %s, status = %s,"
+                " backend_session_id = COALESCE(%s, backend_session_id), model = COALESCE(%s, model),"
+                " error_message = %s WHERE id = %s RETURNING *",
+                (*(getattr(usage, c) for c in TOKEN_COLUMNS), utc_now(), status,
+                 backend_session_id or None, model or None,
+                 error_message if status == "error" else None, session_id)).fetchone()
+        if row is None:
+            raise SessionNotFound(f"no session found with id or prefix {session_id!r}")
+        return row_to_session(row)
+
+    def set_status(self, session_id: str, status: str) -> None:
+        check_status(status)
+        check_id(session_id)
+        with self._connection() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET status = %s, last_used = %s,"
+                " error_message = CASE WHEN %s = 'error' THEN error_message END WHERE id = %s",
+                (status, utc_now(), status, session_id))
+            if cur.rowcount == 0:
+                raise SessionNotFound(f"no session found with id or prefix {session_id!r}")
+
+    def list(self, *, backend: str | None = None, status: str | None = None, limit: int = 100,
+             offset: int = 0) -> tuple[list[Session], int]:
+        where = [f"{col} = %s" for col, val in (("backend", backend), ("status", status)) if val]
+        args: list[Any] = [val for val in (backend, status) if val]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._connection() as conn:
+            # One snapshot for the page and its total, as SQLite's read transaction gives.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            rows = conn.execute(f"SELECT * FROM sessions{clause} ORDER BY last_used DESC, id DESC"
+                                " LIMIT %s OFFSET %s",
+                                (*args, limit if limit > 0 else None, max(offset, 0))).fetchall()
+            total = conn.execute(f"SELECT COUNT(*) AS n FROM sessions{clause}", args).fetchone()["n"]
+        return [row_to_session(r) for r in rows], total
+
+    def delete(self, id_or_prefix: str) -> Session:
+        with self._connection() as conn:  # resolve and delete in one transaction, the row locked
+            row = self._resolve(conn, id_or_prefix, lock=True)
+            conn.execute("DELETE FROM sessions WHERE id = %s", (row["id"],))
+        return row_to_session(row)
+
+    def count(self) -> int:
+        with self._connection() as conn:
+            return conn.execute("SELECT COUNT(*) AS n FROM sessions").fetchone()["n"]
+
+    def clean(self, older_than_days: float) -> int:
+        if not older_than_days > 0:  # also rejects NaN
+            raise ValueError(f"older_than_days must be > 0, got {older_than_days!r}")
+        try:
+            cutoff = utc_now() - timedelta(days=older_than_days)
+        except OverflowError:
+            return 0
+        with self._connection() as conn:
+            return conn.execute("DELETE FROM sessions WHERE last_used < %s", (cutoff,)).rowcount
+
+    def latest_resumable(self, *, backend: str | None = None,
+                         working_dir: str | None = None) -> Session | None:
+        where, args = ["backend_session_id IS NOT NULL", "backend_session_id != ''"], []
+        if backend:
+            where.append("backend = %s")
+            args.append(backend)
+        if working_dir is not None:
+            where.append("working_dir = %s")
+            args.append(working_dir)
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
+                               " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
+        return row_to_session(row) if row else None
+
+    def check(self) -> None:
+        with self._connection() as conn:
+            conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        """Close this process's pool (a pool inherited through fork is left to its owner)."""
+        with self._pool_lock:
+            if self._pool_obj is not None and self._pool_pid == os.getpid():
+                self._pool_obj.close()
+            self._pool_obj = None
