@@ -37,6 +37,7 @@ def test_hosts_starting_together_apply_the_schema_once(postgres_db):
     assert _run(ctx, _open_and_create, [(postgres_db, 10)] * 4) == [0, 0, 0, 0]
     store = PostgresSessionStore(postgres_db)
     assert store.count() == 40
+    store.close()
     with psycopg.connect(postgres_db) as conn:
         assert conn.execute("SELECT version FROM clinvk_schema").fetchall() == [(pg.SCHEMA_VERSION,)]
 
@@ -70,12 +71,14 @@ def test_forked_children_open_their_own_pool(postgres_db):
     ctx = multiprocessing.get_context("fork")
     assert _run(ctx, _turns, [(store, s.id, 20)] * 3) == [0, 0, 0]
     assert store.get(s.id).turn_count == 60  # and the parent's pool still works
+    store.close()
 
 
 def test_config_uri_opens_postgres_and_is_redacted(postgres_db, tmp_path):
     config = load_config(env={"CLINVK_HOME": str(tmp_path), "CLINVK_SESSION__STORE": postgres_db})
     store = open_store(config.session_store, pool_size=config.session.store_pool_size)
     assert isinstance(store, PostgresSessionStore) and store.pool_size == 4
+    store.close()
     secret = load_config(env={"CLINVK_HOME": str(tmp_path),
                               "CLINVK_SESSION__STORE": "postgresql://u:hunter2@db/clinvk"})
     assert "hunter2" not in str(secret.to_dict()) and secret.to_dict()["session"]["store"].startswith(

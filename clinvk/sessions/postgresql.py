@@ -50,6 +50,12 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX sessions_backend_last_used ON sessions (backend, last_used, id)",
         "CREATE INDEX sessions_status_last_used ON sessions (status, last_used, id)",
     ],
+    2: [
+        # The latest archive of a session's local directories (see clinvk.sessions.archive).
+        """CREATE TABLE session_archives (
+            session_id TEXT COLLATE "C" PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+            turn INTEGER NOT NULL, size INTEGER NOT NULL, data BYTEA NOT NULL, saved_at TIMESTAMPTZ NOT NULL)""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -95,8 +101,12 @@ class PostgresSessionStore(SessionStore):
         self._pool_lock = threading.Lock()
         self._pool_obj: Any = None
         self._pool_pid = 0
-        with self._connection() as conn:
-            apply_migrations(conn)
+        try:
+            with self._connection() as conn:
+                apply_migrations(conn)
+        except BaseException:
+            self.close()  # don't leave a pool retrying in the background
+            raise
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -244,6 +254,35 @@ class PostgresSessionStore(SessionStore):
             row = conn.execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
                                " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
         return row_to_session(row) if row else None
+
+    # -- archives of a session's local directories -------------------------------------------------
+
+    shares_local_state = True
+
+    def save_archive(self, session_id: str, turn: int, data: bytes) -> bool:
+        """Keep ``data`` as the session's archive at ``turn`` unless a newer one is stored; False
+        then (or when the session is gone)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "INSERT INTO session_archives (session_id, turn, size, data, saved_at)"
+                " SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM sessions WHERE id = %s)"
+                " ON CONFLICT (session_id) DO UPDATE SET turn = excluded.turn, size = excluded.size,"
+                " data = excluded.data, saved_at = excluded.saved_at"
+                " WHERE session_archives.turn <= excluded.turn RETURNING turn",
+                (session_id, turn, len(data), data, utc_now(), session_id)).fetchone()
+        return row is not None
+
+    def archive_turn(self, session_id: str) -> int | None:
+        """The turn of the stored archive, or None; reads no archive bytes."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT turn FROM session_archives WHERE session_id = %s", (session_id,)).fetchone()
+        return row["turn"] if row else None
+
+    def load_archive(self, session_id: str) -> tuple[int, bytes] | None:
+        with self._connection() as conn:
+            row = conn.execute("SELECT turn, data FROM session_archives WHERE session_id = %s",
+                               (session_id,)).fetchone()
+        return (row["turn"], bytes(row["data"])) if row else None
 
     def check(self) -> None:
         with self._connection() as conn:
