@@ -99,3 +99,35 @@ def test_bad_store_location_names_the_key(tmp_path, value):
     from clinvk.config import ConfigError
     with pytest.raises(ConfigError, match="session.store"):
         load_config(env={"CLINVK_HOME": str(tmp_path), "CLINVK_SESSION__STORE": value})
+
+
+def test_turn_lease_is_one_holder_at_a_time_and_expires(postgres_db):
+    a, b = PostgresSessionStore(postgres_db), PostgresSessionStore(postgres_db)  # two hosts
+    s = a.create(backend="claude")
+    assert a.acquire_turn(s.id, "host-a", 30).holder == "host-a"
+    taken = b.acquire_turn(s.id, "host-b", 30)
+    assert taken.holder == "host-a" and taken.expires_at > 0
+    assert b.renew_turn(s.id, "host-b", 30) is False and a.renew_turn(s.id, "host-a", 30) is True
+    assert b.acquire_turn(s.id, "host-b", 30, replacing="host-a").holder == "host-b"  # a known-dead holder
+    b.release_turn(s.id, "host-a")  # not the holder: nothing happens
+    assert a.acquire_turn(s.id, "host-a", 30).holder == "host-b"
+    b.release_turn(s.id, "host-b")
+    assert a.acquire_turn(s.id, "host-a", 0.2).holder == "host-a"
+    import time
+    deadline = time.monotonic() + 10
+    while b.acquire_turn(s.id, "host-b", 30).holder != "host-b":  # host-a stopped renewing
+        assert time.monotonic() < deadline, "the expired lease was never free"
+        time.sleep(0.1)
+    assert a.renew_turn(s.id, "host-a", 30) is False  # host-a learns it lost the turn
+    a.close()
+    b.close()
+
+
+def test_concurrent_acquires_have_one_winner(postgres_db):
+    from concurrent.futures import ThreadPoolExecutor
+    store = PostgresSessionStore(postgres_db)
+    s = store.create(backend="codex")
+    with ThreadPoolExecutor(8) as pool:
+        holders = list(pool.map(lambda i: store.acquire_turn(s.id, f"h{i}", 30).holder, range(8)))
+    assert len(set(holders)) == 1
+    store.close()

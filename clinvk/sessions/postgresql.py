@@ -25,7 +25,7 @@ from typing import Any, Iterator
 from ..events import TokenUsage
 from .model import (TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id, check_status,
                     derive_title, utc_now)
-from .store import SessionStore
+from .store import SessionStore, TurnLease
 
 DEFAULT_POOL_SIZE = 4
 CONNECT_TIMEOUT_SECS = 10
@@ -55,6 +55,12 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE session_archives (
             session_id TEXT COLLATE "C" PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
             turn INTEGER NOT NULL, size INTEGER NOT NULL, data BYTEA NOT NULL, saved_at TIMESTAMPTZ NOT NULL)""",
+    ],
+    3: [
+        # Who runs a session's turn now (SessionStore.acquire_turn); a row exists only while a turn runs.
+        # Expiry is on the database's clock, so hosts whose clocks drift still agree.
+        """CREATE TABLE session_turns (
+            session_id TEXT COLLATE "C" PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)""",
     ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -254,6 +260,38 @@ class PostgresSessionStore(SessionStore):
             row = conn.execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
                                " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
         return row_to_session(row) if row else None
+
+    # -- one turn at a time, cluster-wide ----------------------------------------------------------
+
+    def acquire_turn(self, session_id: str, holder: str, ttl_secs: float, *,
+                     replacing: str | None = None) -> TurnLease:
+        """One conditional write takes the lease (free, expired, ours or ``replacing``'s); when it
+        does not, the current holder's lease is read and returned."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "INSERT INTO session_turns AS t (session_id, holder, expires_at)"
+                " VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (session_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+                " WHERE t.expires_at < clock_timestamp() OR t.holder = excluded.holder OR t.holder = %s"
+                " RETURNING holder, extract(epoch FROM expires_at)::float8 AS expires_at",
+                (session_id, holder, ttl_secs, replacing)).fetchone()
+            if row is None:
+                row = conn.execute("SELECT holder, extract(epoch FROM expires_at)::float8 AS expires_at"
+                                   " FROM session_turns WHERE session_id = %s", (session_id,)).fetchone()
+        if row is None:  # released between the two statements: free now, try once more
+            return self.acquire_turn(session_id, holder, ttl_secs, replacing=replacing)
+        return TurnLease(session_id, row["holder"], row["expires_at"])
+
+    def renew_turn(self, session_id: str, holder: str, ttl_secs: float) -> bool:
+        """Extend ``holder``'s lease; False once another host took it over (it had expired)."""
+        with self._connection() as conn:
+            cur = conn.execute("UPDATE session_turns SET expires_at = clock_timestamp() + make_interval(secs => %s)"
+                               " WHERE session_id = %s AND holder = %s", (ttl_secs, session_id, holder))
+            return cur.rowcount == 1
+
+    def release_turn(self, session_id: str, holder: str) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM session_turns WHERE session_id = %s AND holder = %s", (session_id, holder))
 
     # -- archives of a session's local directories -------------------------------------------------
 

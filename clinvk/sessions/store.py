@@ -8,9 +8,19 @@ the same methods. ``get``/``delete`` take a full id or a unique prefix and raise
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from ..events import TokenUsage
 from .model import Session
+
+
+@dataclass(frozen=True)
+class TurnLease:
+    """Who holds a session's turn (an opaque holder id) and until when (Unix time, seconds)."""
+
+    session_id: str
+    holder: str
+    expires_at: float
 
 
 class SessionStore(ABC):
