@@ -13,7 +13,8 @@ from clinvk.sessions.postgresql import PostgresSessionStore
 from tests.services import postgres_db, postgres_server  # noqa: F401 (fixtures)
 
 
-def make_codex_home(root):
+def make_codex_home(home):
+    root = home / ".codex"
     (root / "sessions/2026/01/01").mkdir(parents=True)
     (root / "sessions/2026/01/01/rollout-1.jsonl").write_text('{"turn": 1}\n')
     (root / "config.toml").write_text("model = 'x'\n")
@@ -24,7 +25,9 @@ def make_codex_home(root):
     (root / "logs_2.sqlite").write_bytes(b"log" * 1000)
     (root / "auth.json").write_text('{"token": "secret"}')
     (root / "linked.json").symlink_to("/etc/hostname")
-    return root
+    (home / "tmp").mkdir()
+    (home / "tmp" / "scratch").write_text("x")
+    return home
 
 
 def test_pack_leaves_out_caches_and_logins_and_keeps_links(tmp_path):
@@ -33,12 +36,13 @@ def test_pack_leaves_out_caches_and_logins_and_keeps_links(tmp_path):
     target = tmp_path / "elsewhere" / "home"
     target.parent.mkdir()
     archive.unpack(data, {"home": target})
-    files = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    files = sorted(str(p.relative_to(target / ".codex")) for p in (target / ".codex").rglob("*"))
     assert "sessions/2026/01/01/rollout-1.jsonl" in files and "config.toml" in files
     assert "skills/mine/SKILL.md" in files
     assert not any(f.startswith("skills/.system") or f.startswith("logs_") or f == "auth.json" for f in files)
-    assert os.readlink(target / "linked.json") == "/etc/hostname"
-    assert (target / "sessions/2026/01/01/rollout-1.jsonl").read_text() == '{"turn": 1}\n'
+    assert not (target / "tmp").exists()
+    assert os.readlink(target / ".codex/linked.json") == "/etc/hostname"
+    assert (target / ".codex/sessions/2026/01/01/rollout-1.jsonl").read_text() == '{"turn": 1}\n'
 
 
 def test_unpack_replaces_the_old_copy_and_leaves_absent_parts(tmp_path):

@@ -24,15 +24,20 @@ from typing import Mapping
 MARKER = ".clinvk-turn"
 COMPRESSION_LEVEL = 6  # gzip: transcripts are text; 6 is within a few % of 9 at half the CPU
 
-# Relative paths (fnmatch patterns, "/" separated) left out of every archive, per backend.
-# Caches: rebuilt by the CLI on its next run. Credentials: come from the host's template.
+# Paths relative to a session home (clinvk.homes: HOME=<home>, the CLI's own directory inside it),
+# as fnmatch patterns ("*" also matches "/"), left out of every archive, per backend.
+# Caches: rebuilt by the CLI on its next run. Credentials: come from each host's template.
+def _dirs(*names: str) -> tuple[str, ...]:
+    return tuple(p for name in names for p in (name, name + "/*"))
+
+
 EXCLUDED: dict[str, tuple[str, ...]] = {
-    "claude": ("statsig", "statsig/*", "shell-snapshots", "shell-snapshots/*", "backups", "backups/*",
-               "plugins/store", "plugins/store/*", ".credentials.json", ".last-cleanup"),
-    "codex": ("skills/.system", "skills/.system/*", "logs_*.sqlite*", "tmp", "tmp/*", "*.lock",
-              "thread-writer-locks", "thread-writer-locks/*", "shell_snapshots", "shell_snapshots/*",
-              "auth.json", "gateway_oauth.json", "installation_id"),
-    "gemini": (".gemini/oauth_creds.json", ".gemini/google_accounts.json", "*.lock", ".gemini/installation_id"),
+    "claude": _dirs("tmp", ".claude/statsig", ".claude/shell-snapshots", ".claude/backups", ".claude/plugins/store")
+    + (".claude/.credentials.json", ".claude/.last-cleanup"),
+    "codex": _dirs("tmp", ".codex/skills/.system", ".codex/tmp", ".codex/thread-writer-locks", ".codex/shell_snapshots")
+    + (".codex/logs_*.sqlite*", "*.lock", ".codex/auth.json", ".codex/gateway_oauth.json", ".codex/installation_id"),
+    "gemini": _dirs("tmp") + (".gemini/oauth_creds.json", ".gemini/google_accounts.json", "*.lock",
+                              ".gemini/installation_id"),
 }
 ALWAYS_EXCLUDED = (MARKER,)
 
