@@ -33,6 +33,7 @@ from . import sandbox
 from .runner import ProcessOutcome, RunningProcess, StartError
 from .scratch import is_scratch, new_scratch_dir, remove_scratch
 from .sessions import Session
+from .sessions.turns import HeldTurn
 from .specs import PromptRequest
 from .warm.use import take_warm
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # the service imports this module
 log = logging.getLogger(__name__)
 
 SHUTTING_DOWN = "shutting_down"  # the error code of a run the server's shutdown ended
+LEASE_LOST = "its session's turn lease was lost (another host may be running the session now)"
 
 
 class CancelToken:
@@ -169,6 +171,7 @@ class RunLifecycle:
         self.prepared = prepared
         self.service = prepared.service
         self._admitted: ExitStack | None = None  # what admit() holds, while it holds it
+        self.turn: HeldTurn | None = None  # the session's turn lease, while admitted
         self.home: CliHome | None = None
         self.launched: Invocation | None = None
 
@@ -183,7 +186,7 @@ class RunLifecycle:
         with ExitStack() as held:
             session = self.prepared.session
             if session is not None and not self.prepared.dry_run:
-                held.enter_context(self.service.turns.hold(session.id))
+                self.turn = held.enter_context(self.service.turns.hold(session.id))
             tenant_gate = self.service.tenant_gate()
             if tenant_gate is not None:
                 held.enter_context(tenant_gate.slot())
@@ -220,7 +223,7 @@ class RunLifecycle:
                 tags=list(self.service.config.session.default_tags) + list(request.tags),
                 metadata=dict(request.metadata), owner=self.service.tenant.name)
             if self._admitted is not None:  # its id is in the first stream event: a second turn may come
-                self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
+                self.turn = self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
 
     def launch(self) -> Invocation:
         """The process to start before its isolation: argv, environment, working directory and stdin,
@@ -268,6 +271,8 @@ class RunLifecycle:
                 release_warm()
 
         process.on_close = closed
+        if self.turn is not None:  # another host may take the session over: stop writing to it
+            self.turn.when_lost(functools.partial(process.terminate, LEASE_LOST))
         return process
 
     def finish(self, parsed: ParsedOutput, outcome: ProcessOutcome) -> RunResult:

@@ -72,7 +72,7 @@ class Service:
         server = config.server
         self.gate = gate if gate is not None else ConcurrencyGate(
             server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
-        self.turns = TurnLeases(self.store)  # one turn at a time per session
+        self.turns = TurnLeases(self.store, config.session.turn_lease_secs)  # one turn at a time per session
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
         self.observers: list[Callable[[str, str, float, str], None]] = []

@@ -175,6 +175,7 @@ _RULES: dict[str, _Rule] = {
     "session.store": _Rule("'' (SQLite in the clinvk home), an absolute SQLite file path or a postgresql:// URI",
                            lambda v: v == "" or v.startswith(("/", "postgresql://", "postgres://"))),
     "session.store_pool_size": _at_least(1),
+    "session.turn_lease_secs": _positive("a number"),
     "output.format": _one_of(OUTPUT_FORMATS),
     "parallel.max_workers": _at_least(1),
     "parallel.max_tasks": _at_least(1),

@@ -68,6 +68,7 @@ class SessionConfig:
     store_token_usage: bool = True
     store: str = ""  # "" = SQLite at <home>/sessions.db; a SQLite file path; or postgresql://… (several hosts)
     store_pool_size: int = 4  # PostgreSQL connections per worker process
+    turn_lease_secs: float = 30.0  # a running turn renews its lease every third of this; a dead host's expires after it
 
 
 @dataclass
