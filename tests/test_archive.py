@@ -4,11 +4,14 @@ restoring, and the PostgreSQL store keeping only the newest."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from clinvk.sessions import SqliteSessionStore
 from clinvk.sessions import archive
+from clinvk.scratch import is_scratch
 from clinvk.sessions.postgresql import PostgresSessionStore
 from tests.services import postgres_db, postgres_server  # noqa: F401 (fixtures)
 
@@ -103,3 +106,38 @@ def test_sqlite_keeps_homes_local(tmp_path):
     assert archive.save(store, session.id, 1, {"home": home}, "claude") is None
     assert archive.restore_if_stale(store, session.id, {"home": home}) is None
     assert not (home / archive.MARKER).exists()
+
+
+def test_a_turn_without_the_local_copy_starts_from_the_last_turns_home_and_scratch_dir(
+        make_app, fake_clis, postgres_db):
+    """As on a host that never ran this session (same state directory path, nothing in it yet)."""
+    app = make_app(session={"store": postgres_db})
+    service, client = app.extensions["clinvk.service"], app.test_client()
+    sid = client.post("/api/v1/prompt", json={"backend": "codex", "prompt": "one"}).json["session_id"]
+    home, workdir = service.homes.path(sid), Path(service.store.get(sid).working_dir)
+    assert is_scratch(service.config.home, str(workdir)) and service.store.archive_turn(sid) == 1
+    (home / ".codex" / "notes.md").write_text("kept by the CLI")
+    (workdir / "main.py").write_text("print('made by the agent')")
+    second = client.post("/api/v1/prompt", json={"session_id": sid, "prompt": "two"})
+    assert second.status_code == 200 and service.store.archive_turn(sid) == 2
+    shutil.rmtree(home)
+    shutil.rmtree(workdir)
+    third = client.post("/api/v1/prompt", json={"session_id": sid, "prompt": "three"})
+    assert third.status_code == 200 and third.json["output"] == "echo: three"
+    assert (home / ".codex" / "notes.md").read_text() == "kept by the CLI"
+    assert (workdir / "main.py").read_text() == "print('made by the agent')"
+    assert fake_clis.last()["cwd"] == str(workdir)
+    assert archive.local_turn(home) == archive.local_turn(workdir) == service.store.archive_turn(sid) == 3
+
+
+def test_a_stale_local_copy_is_replaced_before_the_turn(make_app, fake_clis, postgres_db):
+    app = make_app(session={"store": postgres_db})
+    service, client = app.extensions["clinvk.service"], app.test_client()
+    sid = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "one"}).json["session_id"]
+    home = service.homes.path(sid)
+    (home / "later.txt").write_text("turn 2, run on another host")
+    client.post("/api/v1/prompt", json={"session_id": sid, "prompt": "two"})
+    (home / "later.txt").write_text("this host's copy from turn 1")
+    archive.mark(home, 1)  # this host last ran turn 1
+    client.post("/api/v1/prompt", json={"session_id": sid, "prompt": "three"})
+    assert (home / "later.txt").read_text() == "turn 2, run on another host"
