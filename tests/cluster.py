@@ -2,8 +2,8 @@
 upstream of deploy/several-hosts/nginx-upstream.conf), for the scale-out tests.
 
 Each host is a real ``clinvk serve`` with its own state directory (CLINVK_HOME) on its own port of
-127.0.0.1; what they share is only what an operator's hosts share: the session store URI and the
-Redis URI.
+127.0.0.1 and its own host name (a UTS namespace: a host cannot tell that another's processes are
+gone); what they share is only what an operator's hosts share: the session store URI and the Redis URI.
 
     with Cluster(tmp_path, postgres_db, redis_url, hosts=3) as cluster:
         cluster.hosts[0].post("/api/v1/prompt", {...})
@@ -55,7 +55,8 @@ class Cluster:
         for section, values in (config or {}).items():
             base.setdefault(section, {}).update(values)
         self.hosts = [ServerProcess(tmp_path, config=copy.deepcopy(base), env=env, workers=workers,
-                                    name=f"host{i + 1}", start_timeout=60) for i in range(hosts)]
+                                    name=f"host{i + 1}", hostname=f"clinvk-host{i + 1}", start_timeout=60)
+                      for i in range(hosts)]
         self.nginx = ClusterNginx(tmp_path / "nginx", [h.port for h in self.hosts]) if nginx else None
 
     def __enter__(self) -> "Cluster":
