@@ -35,7 +35,10 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     "claude": _dirs("tmp", ".claude/statsig", ".claude/shell-snapshots", ".claude/backups", ".claude/plugins/store")
     + (".claude/.credentials.json", ".claude/.last-cleanup"),
     "codex": _dirs("tmp", ".codex/skills/.system", ".codex/tmp", ".codex/thread-writer-locks", ".codex/shell_snapshots")
-    + (".codex/logs_*.sqlite*", "*.lock", ".codex/auth.json", ".codex/gateway_oauth.json", ".codex/installation_id"),
+    # state_*.sqlite indexes the rollouts by absolute path (this host's home): codex rebuilds it from
+    # the rollout files, which another host's copy would point away from.
+    + (".codex/logs_*.sqlite*", ".codex/state_*.sqlite*", "*.lock", ".codex/auth.json",
+       ".codex/gateway_oauth.json", ".codex/installation_id"),
     "gemini": _dirs("tmp") + (".gemini/oauth_creds.json", ".gemini/google_accounts.json", "*.lock",
                               ".gemini/installation_id"),
 }
