@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from clinvk.config import load_config
 from clinvk.sessions.postgresql import PostgresSessionStore
-from tests.cluster import Cluster, several_hosts_upstream
+from tests.cluster import ROOT, Cluster, several_hosts_upstream
 from tests.helpers import wait_for
 from tests.services import postgres_db, postgres_server, redis_service  # noqa: F401 (fixtures)
 
@@ -27,6 +28,15 @@ def test_several_hosts_upstream_is_least_conn_over_every_host():
     assert "least_conn;" in text
     assert [line.strip() for line in text.splitlines() if line.strip().startswith("server ")] == [
         "server 127.0.0.1:1001;", "server 127.0.0.1:1002;", "server 127.0.0.1:1003;"]
+
+
+def test_several_hosts_environment_file_sets_real_settings(tmp_path):
+    text = (ROOT / "deploy" / "several-hosts" / "clinvk.env").read_text()
+    env = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    config = load_config(env={**env, "CLINVK_HOME": str(tmp_path)})
+    assert config.session.store.startswith("postgresql://") and config.session.turn_lease_secs == 30
+    assert config.server.rate_limit_enabled and config.server.rate_limit_storage_uri.startswith("redis://")
+    assert config.server.trusted_proxies == ["10.0.0.10"]
 
 
 def test_a_session_made_on_one_host_is_the_same_on_every_host_and_continues_anywhere(
