@@ -21,7 +21,7 @@ def ask(client, backend, workdir):
 def test_pooled_reply_and_usage_equal_cold(make_app, realcli_config, stubs, tmp_path, backend):
     workdir = tmp_path / "work"
     workdir.mkdir()
-    cold_app = make_app(**realcli_config, run={"warm_pool": {"enabled": False}})
+    cold_app = make_app(**{**realcli_config, "run": {**realcli_config["run"], "warm_pool": {"enabled": False}}})
     cold = ask(cold_app.test_client(), backend, workdir)
     app = make_app(**realcli_config)
     client = app.test_client()
