@@ -21,6 +21,7 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .backends import BACKENDS, Backend, Invocation, RunSpec
@@ -32,7 +33,8 @@ from .homes import CliHome
 from . import sandbox
 from .runner import ProcessOutcome, RunningProcess, StartError
 from .scratch import is_scratch, new_scratch_dir, remove_scratch
-from .sessions import Session
+from .sessions import Session, archive
+from .sessions.turns import HeldTurn
 from .specs import PromptRequest
 from .warm.use import take_warm
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # the service imports this module
 log = logging.getLogger(__name__)
 
 SHUTTING_DOWN = "shutting_down"  # the error code of a run the server's shutdown ended
+LEASE_LOST = "its session's turn lease was lost (another host may be running the session now)"
 
 
 class CancelToken:
@@ -125,6 +128,9 @@ def isolate(service: "Service", backend: str, session: Session | None,
         # (here, not earlier, so that each warm process gets one of its own).
         scratch = new_scratch_dir(service.config.home)
         invocation = dataclasses.replace(invocation, cwd=scratch)
+    if session is not None and service.store.shares_local_state:
+        # The previous turn may have run on another host: its home (and scratch workdir) first.
+        archive.restore_if_stale(service.store, session.id, local_state(service, session))
     home = service.homes.open(backend, session.id if session else None, invocation.env,
                               sandboxed=sandboxed, legacy=bool(session and session.turn_count))
     if home is not None:
@@ -136,6 +142,16 @@ def isolate(service: "Service", backend: str, session: Session | None,
         invocation = sandbox.wrap(invocation, home=str(home.path) if home else None,
                                   extra_rw=home.binds if home else [])
     return invocation, home, scratch
+
+
+def local_state(service: "Service", session: Session) -> dict[str, Path]:
+    """The session's directories on this host that a store shared by several hosts carries from turn
+    to turn: its CLI home, and its workdir when that is a clinvk scratch dir (a workdir the client
+    named is the client's: the same path on every host, on shared storage)."""
+    parts = {"home": service.homes.path(session.id)}
+    if is_scratch(service.config.home, session.working_dir):
+        parts["workdir"] = Path(session.working_dir)
+    return parts
 
 
 def isolate_warm(service: "Service", backend: str, invocation: Invocation):
@@ -169,6 +185,7 @@ class RunLifecycle:
         self.prepared = prepared
         self.service = prepared.service
         self._admitted: ExitStack | None = None  # what admit() holds, while it holds it
+        self.turn: HeldTurn | None = None  # the session's turn lease, while admitted
         self.home: CliHome | None = None
         self.launched: Invocation | None = None
 
@@ -183,7 +200,7 @@ class RunLifecycle:
         with ExitStack() as held:
             session = self.prepared.session
             if session is not None and not self.prepared.dry_run:
-                held.enter_context(self.service.turns.hold(session.id))
+                self.turn = held.enter_context(self.service.turns.hold(session.id))
             tenant_gate = self.service.tenant_gate()
             if tenant_gate is not None:
                 held.enter_context(tenant_gate.slot())
@@ -220,7 +237,7 @@ class RunLifecycle:
                 tags=list(self.service.config.session.default_tags) + list(request.tags),
                 metadata=dict(request.metadata), owner=self.service.tenant.name)
             if self._admitted is not None:  # its id is in the first stream event: a second turn may come
-                self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
+                self.turn = self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
 
     def launch(self) -> Invocation:
         """The process to start before its isolation: argv, environment, working directory and stdin,
@@ -268,6 +285,8 @@ class RunLifecycle:
                 release_warm()
 
         process.on_close = closed
+        if self.turn is not None:  # another host may take the session over: stop writing to it
+            self.turn.when_lost(functools.partial(process.terminate, LEASE_LOST))
         return process
 
     def finish(self, parsed: ParsedOutput, outcome: ProcessOutcome) -> RunResult:
@@ -330,8 +349,9 @@ class RunLifecycle:
                 outcome = process.collect()
             finally:
                 process.close()
-        parsed = prepared.backend.parse_output(outcome.stdout, outcome.stderr, outcome.exit_code)
-        result = self.finish(parsed, outcome)
+            # Recorded (and its archive stored) before the turn lease is given back.
+            parsed = prepared.backend.parse_output(outcome.stdout, outcome.stderr, outcome.exit_code)
+            result = self.finish(parsed, outcome)
         if result.cancelled and runner.stopping():
             raise ShuttingDown(result.error or "the server is shutting down")
         return result
@@ -354,6 +374,21 @@ class RunLifecycle:
                 backend_session_id=result.backend_session_id, token_usage=usage, error_message=result.error)
         except Exception:  # the answer matters more than the bookkeeping
             log.exception("could not record the turn of session %s", session.id)
+            return
+        self.save_local_state()
+
+    def save_local_state(self) -> None:
+        """A store shared by several hosts keeps the session's directories as of this turn, so the
+        next turn may run on any host. Called while the turn lease is still held: the next turn
+        cannot start before the archive is stored."""
+        session = self.prepared.session
+        if not self.service.store.shares_local_state:
+            return
+        try:
+            archive.save(self.service.store, session.id, session.turn_count, local_state(self.service, session),
+                         self.prepared.backend.name)
+        except Exception:  # the next turn on another host starts from the previous archive
+            log.exception("could not store the archive of session %s", session.id)
 
 
 class StreamingRun:
@@ -411,11 +446,14 @@ class StreamingRun:
             outcome = process.outcome()
         finally:
             process.close()
-            self._release()
             if outcome is None:
+                self._release()
                 self.lifecycle.abandon(process, parser.backend_session_id)
-        parsed = prepared.backend.finish_stream(parser, outcome.stderr, outcome.exit_code)
-        result = self.result = self.lifecycle.finish(parsed, outcome)
+        try:  # recorded (and its archive stored) before the turn lease is given back
+            parsed = prepared.backend.finish_stream(parser, outcome.stderr, outcome.exit_code)
+            result = self.result = self.lifecycle.finish(parsed, outcome)
+        finally:
+            self._release()
         if result.error and not parser.error:
             error = {"message": result.error}
             if result.cancelled and runner.stopping():

@@ -68,11 +68,11 @@ class Service:
         """``gate`` defaults to one counting this process's runs (the server passes one shared by its
         workers); ``tenant_gates`` None: no per-tenant cap (the command line, one tenant)."""
         self.config = config
-        self.store = store if store is not None else open_store(config.sessions_db)
+        self.store = store if store is not None else open_store(config.session_store, pool_size=config.session.store_pool_size)
         server = config.server
         self.gate = gate if gate is not None else ConcurrencyGate(
             server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
-        self.turns = TurnLeases(self.store)  # one turn at a time per session
+        self.turns = TurnLeases(self.store, config.session.turn_lease_secs)  # one turn at a time per session
         self._available: dict[str, tuple[float, str | None]] = {}
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
         self.observers: list[Callable[[str, str, float, str], None]] = []

@@ -3,6 +3,8 @@
 #   - Python test dependencies (pinned) and clinvk itself (editable)
 #   - the genuine claude / codex / gemini CLIs from npm (pinned), for the real-CLI end-to-end tests
 #   - redis-server (Debian), for the rate-limit tests across gunicorn workers (they start their own)
+#   - postgresql (Debian), for the PostgreSQL session store and the several-hosts tests (tests/services.py
+#     starts its own server in a temp dir as the postgres user; the Debian cluster is not used)
 #   - nginx, systemd-analyze, shellcheck, openssl (Debian) and hadolint (PyPI), for tests/test_deploy.py
 #   - podman, runc, debootstrap (Debian), for tests/test_container.py (builds and runs deploy/Containerfile)
 #   - bubblewrap (Debian), for the sandboxed runs (tests/test_sandbox.py, the real-CLI tests)
@@ -23,6 +25,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
         || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq redis-server >/dev/null; }
 fi
 # The tests run their own redis-server on a free port; the Debian service is not needed.
+
+echo "== installing postgresql (Debian)"
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get install -y -qq postgresql >/dev/null 2>&1 \
+        || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq postgresql >/dev/null; }
+fi
+# tests/services.py runs initdb/pg_ctl from /usr/lib/postgresql/N/bin on a free port.
 
 echo "== installing nginx, systemd-analyze, shellcheck, openssl (Debian) for tests/test_deploy.py"
 deploy_pkgs=""

@@ -57,7 +57,10 @@ class ServerExited(RuntimeError):
 class ServerProcess:
     def __init__(self, tmp_path: Path, *, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
                  workers: int = 1, threads: int | None = None, name: str = "server", start_timeout: float = 30.0,
-                 wait_ready: bool = True):
+                 wait_ready: bool = True, hostname: str | None = None):
+        """``hostname``: run the server in a UTS namespace of its own with this host name (as a
+        separate machine would be: turn-lease holders and jobs name their host)."""
+        self.hostname = hostname
         self.dir = Path(tmp_path) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.home = self.dir / "home"
@@ -92,6 +95,8 @@ class ServerProcess:
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         if self.threads:
             argv += ["--threads", str(self.threads)]
+        if self.hostname:  # sh execs the server: self.proc is still the server's own pid
+            argv = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname, *argv]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(argv, env=self.env, cwd=self.dir, stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=err)

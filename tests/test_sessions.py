@@ -1,4 +1,5 @@
-"""Tests of the SQLite session store (clinvk.sessions)."""
+"""Tests of the session stores (clinvk.sessions): the contract runs against SQLite and a real
+PostgreSQL (tests/services.py); file modes, query plans and processes sharing a file are SQLite's own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from clinvk.sessions import postgresql as postgres_mod
 from clinvk.sessions import sqlite as sessions_mod
 from clinvk.events import TokenUsage
 from clinvk.sessions import (
@@ -23,6 +25,8 @@ from clinvk.sessions import (
     SessionNotFound,
     SqliteSessionStore as SessionStore,
 )
+from clinvk.sessions.postgresql import PostgresSessionStore
+from tests.services import postgres_db, postgres_server  # noqa: F401 (fixtures)
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -40,12 +44,17 @@ def clock(monkeypatch):
 
     c = Clock()
     monkeypatch.setattr(sessions_mod, "utc_now", lambda: c.now)
+    monkeypatch.setattr(postgres_mod, "utc_now", lambda: c.now)
     return c
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SessionStore(tmp_path / "home" / "sessions.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """Each contract test runs once per store implementation."""
+    if request.param == "sqlite":
+        s = SessionStore(tmp_path / "home" / "sessions.db")
+    else:
+        s = PostgresSessionStore(request.getfixturevalue("postgres_db"))
     yield s
     s.close()
 
@@ -170,6 +179,13 @@ def test_to_dict_is_json_ready(store):
 
 
 def _insert_ids(store, ids):
+    """Sessions with chosen ids, all with the same last_used, written past the store's API."""
+    if isinstance(store, PostgresSessionStore):
+        with store._connection() as conn:
+            for i in ids:
+                conn.execute("INSERT INTO sessions (id, backend, created_at, last_used) VALUES (%s, 'claude', %s, %s)",
+                             (i, T0, T0))
+        return
     conn = store._conn()
     for i in ids:
         conn.execute("INSERT INTO sessions (id, backend, created_at, last_used) VALUES (?, 'claude', ?, ?)",
@@ -515,3 +531,70 @@ def test_threads_share_store(store):
     assert errors == []
     got = store.get(s.id)
     assert got.turn_count == 200 and got.token_usage.input_tokens == 200
+
+
+# --- scratch dirs, jobs and stored responses (every store holds them: any host answers for them) ----
+
+
+def test_working_dirs_under(store):
+    for wd in ("/srv/scratch/a", "/srv/scratch/b/c", "/srv/scratch", "/srv/scratch2/x", "/other", ""):
+        store.create(backend="claude", working_dir=wd)
+    assert store.working_dirs_under("/srv/scratch") == {"/srv/scratch/a", "/srv/scratch/b/c"}
+    assert store.working_dirs_under("/srv/scratch/") == {"/srv/scratch/a", "/srv/scratch/b/c"}
+    assert store.working_dirs_under("/nowhere") == set()
+
+
+def test_jobs_contract(store):
+    from clinvk.jobs.model import JobLimit, JobNotFound
+
+    job = store.create_job(owner="a", kind="prompt", request={"prompt": "hi"}, host="h1", pid=11, max_active=2)
+    assert (job.status, job.owner, job.request, job.event_count) == ("queued", "a", {"prompt": "hi"}, 0)
+    store.create_job(owner="a", kind="chain", request={}, host="h2", pid=12, max_active=2)
+    with pytest.raises(JobLimit, match="max_active_per_tenant"):
+        store.create_job(owner="a", kind="prompt", request={}, host="h1", pid=11, max_active=2)
+    other = store.create_job(owner="b", kind="prompt", request={}, host="h1", pid=11, max_active=1)  # a's cap is a's
+    with pytest.raises(JobNotFound):
+        store.get_job(job.id, "b")  # another owner's job does not exist for b
+    with pytest.raises(JobNotFound):
+        store.delete_job(job.id, "b")
+    store.update_job(job.id, status="running", started_at=T0, session_id="s1", cancel_requested=True)
+    got = store.get_job(job.id, "a")
+    assert (got.status, got.started_at, got.session_id, got.cancel_requested) == ("running", T0, "s1", True)
+    with pytest.raises(ValueError, match="owner"):
+        store.update_job(job.id, owner="b")
+    assert [store.append_job_event(job.id, {"n": i}) for i in range(3)] == [1, 2, 3]
+    assert store.job_events(job.id, after=1) == [(2, {"n": 1}), (3, {"n": 2})]
+    assert store.get_job(job.id, "a").event_count == 3
+    with pytest.raises(JobNotFound):
+        store.append_job_event("f" * 32, {})
+    assert store.heartbeat_jobs([job.id, other.id]) == [job.id]  # the ids asked to cancel
+    assert sorted(store.active_job_pids("h1")) == [11]
+    assert [j.id for j in store.list_jobs("a", kind="prompt")[0]] == [job.id] and store.list_jobs("a")[1] == 2
+    assert store.finish_job(job.id, "completed", result={"ok": True})
+    assert not store.finish_job(job.id, "failed")  # finished once
+    assert store.get_job(job.id, "a").result == {"ok": True}
+    assert store.interrupt_jobs(host="h1", dead_pids=[11]) == 1  # b's job; a's is finished
+    assert store.get_job(other.id, "b").status == "interrupted"
+    store.update_job(job.id, finished_at=utc_now_minus(days=31))
+    assert store.clean_jobs(30) == 1
+    with pytest.raises(JobNotFound):
+        store.get_job(job.id, "a")
+    assert store.job_events(job.id) == []
+
+
+def test_responses_contract(store):
+    from clinvk.sessions.responses import ResponseNotFound, StoredResponse
+
+    store.save_response(StoredResponse("resp_1", "a", "s" * 32, "claude", {"output": [1]}))
+    store.save_response(StoredResponse("resp_1", "a", "s" * 32, "claude", {"output": [2]}))  # replaced
+    assert store.get_response("resp_1", "a").body == {"output": [2]}
+    for call in (store.get_response, store.delete_response):
+        with pytest.raises(ResponseNotFound):
+            call("resp_1", "b")
+    store.delete_response("resp_1", "a")
+    with pytest.raises(ResponseNotFound):
+        store.get_response("resp_1", "a")
+
+
+def utc_now_minus(**kw):
+    return datetime.now(timezone.utc) - timedelta(**kw)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,6 +112,27 @@ def test_second_turn_is_409_session_busy(app, client, fake_clis):
     assert len(fake_clis.calls()) == 1, "no CLI was started for the refused turns"
     again = client.post("/api/v1/prompt", json={"session_id": first["session_id"], "prompt": "three"})
     assert again.status_code == 200 and again.json["output"] == "echo: three"
+
+
+def test_a_run_whose_lease_is_lost_ends_itself(make_app, fake_clis):
+    """A lease that expired (this host stalled, the store was unreachable) and was taken by another turn
+    must not be written on any more: the renewal finds it taken and the run ends."""
+    app = make_app(session={"turn_lease_secs": 0.3})
+    client = app.test_client()
+    sid = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "one"}).json["session_id"]
+    store = app.extensions["clinvk.service"].store
+    tag = uuid.uuid4().hex
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        client.post("/api/v1/prompt", json={"session_id": sid, "prompt": f"{HANG} {tag}"}).json))
+    thread.start()
+    assert wait_for(lambda: any(tag in (c.get("prompt") or "") for c in fake_clis.calls()), within=30)
+    holder = store._conn().execute("SELECT holder FROM session_turns WHERE session_id = ?", (sid,)).fetchone()[0]
+    assert store.acquire_turn(sid, "another-host", 60, replacing=holder).holder == "another-host"
+    thread.join(60)
+    assert not thread.is_alive(), "the hung run was not ended"
+    assert "turn lease was lost" in result["error"], result
+    assert store.acquire_turn(sid, "third", 60).holder == "another-host", "the loser released nothing of theirs"
 
 
 def test_openapi_documents_409(client):

@@ -14,6 +14,7 @@ import click
 from ..config import Config, ConfigError, load_config
 from ..errors import ServiceError, Unavailable
 from ..gate import GateFull
+from ..redact import redact_uri
 from ..service import Service
 from ..sessions import SessionStore, open_store
 
@@ -91,9 +92,9 @@ class CliContext:
     @staticmethod
     def _open_store(config: Config) -> SessionStore:
         try:
-            return open_store(config.sessions_db)
+            return open_store(config.session_store, pool_size=config.session.store_pool_size)
         except Exception as exc:  # e.g. a directory where the file should be, a newer schema
-            raise Failure(f"cannot open the session store {config.sessions_db}: {exc}") from None
+            raise Failure(f"cannot open the session store {redact_uri(str(config.session_store))}: {exc}") from None
 
 
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)

@@ -66,6 +66,9 @@ class SessionConfig:
     retention_days: int = 30  # 0 = keep forever
     default_tags: list[str] = field(default_factory=list)
     store_token_usage: bool = True
+    store: str = ""  # "" = SQLite at <home>/sessions.db; a SQLite file path; or postgresql://… (several hosts)
+    store_pool_size: int = 4  # PostgreSQL connections per worker process
+    turn_lease_secs: float = 30.0  # a running turn renews its lease every third of this; a dead host's expires after it
 
 
 @dataclass
@@ -200,6 +203,11 @@ class Config:
     def sessions_db(self) -> Path:
         return self.home / "sessions.db"
 
+    @property
+    def session_store(self) -> str | Path:
+        """Where sessions are stored: ``session.store`` when set, else the SQLite file in the home."""
+        return self.session.store or self.sessions_db
+
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain data for ``clinvk config show`` (home/config_path are left to the caller)."""
         d: dict[str, Any] = {"default_backend": self.default_backend,
@@ -213,6 +221,7 @@ class Config:
         if redact:
             d["server"]["api_keys"] = ["***" for _ in self.server.api_keys]
             d["server"]["rate_limit_storage_uri"] = redact_uri(self.server.rate_limit_storage_uri)
+            d["session"]["store"] = redact_uri(self.session.store)
             for b in d["backends"].values():  # e.g. backends.claude.env.ANTHROPIC_API_KEY
                 b["env"] = {k: ("***" if is_secret_name(k) else v) for k, v in b["env"].items()}
         return d

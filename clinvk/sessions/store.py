@@ -103,3 +103,21 @@ class SessionStore(ABC):
     @abstractmethod
     def release_turn(self, session_id: str, holder: str) -> None:
         """Give the turn back (nothing happens if ``holder`` does not hold it)."""
+
+    # -- archives of a session's local directories (stores shared by several hosts) ----------------
+    # A store shared by several hosts carries each session's CLI home from host to host as an
+    # archive (clinvk.sessions.archive). A single-host store keeps nothing: the home stays local.
+
+    shares_local_state = False  # True: save an archive after each turn, restore a newer one before
+
+    def save_archive(self, session_id: str, turn: int, data: bytes) -> bool:
+        """Store the archive of the session's directories as of ``turn`` (unless a newer one is stored)."""
+        raise NotImplementedError
+
+    def archive_turn(self, session_id: str) -> int | None:
+        """The turn of the stored archive, or None."""
+        raise NotImplementedError
+
+    def load_archive(self, session_id: str) -> tuple[int, bytes] | None:
+        """The stored archive and its turn, or None."""
+        raise NotImplementedError

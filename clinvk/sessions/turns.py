@@ -3,8 +3,11 @@
 :meth:`TurnLeases.hold` takes the session's turn lease from the store (:meth:`SessionStore.acquire_turn`)
 or raises :class:`~clinvk.errors.SessionBusy` (HTTP 409 ``session_busy`` with ``Retry-After``). While
 held, one thread per process renews every lease of that process; a lease ends when the turn ends.
+A lease found taken when renewed (it expired meanwhile: the store was unreachable or this process
+stalled, and another turn took it) calls :meth:`HeldTurn.when_lost`'s callback: the run ends itself
+rather than write on a transcript another host may now be continuing.
 
-A turn whose process died does not block its session: its lease expires after :data:`TTL_SECS`
+A turn whose process died does not block its session: its lease expires after ``ttl_secs``
 without renewal, and at once when the holder ran on this host and its process is gone (the holder id
 names host, pid and the process's start time, so a reused pid does not pass for the holder).
 """
@@ -17,7 +20,7 @@ import secrets
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import SessionBusy
 from ..grouprecord import start_time
@@ -25,7 +28,7 @@ from .store import SessionStore
 
 log = logging.getLogger(__name__)
 
-TTL_SECS = 30.0
+TTL_SECS = 30.0  # the default of session.turn_lease_secs
 RETRY_AFTER_SECS = 5  # a turn takes seconds to minutes; the client learns nothing better from us
 
 
@@ -53,17 +56,43 @@ def holder_is_dead(holder: str) -> bool:
     return start_time(pid_number) != began_number
 
 
+class HeldTurn:
+    """A turn lease this process holds; :meth:`when_lost` says what to do if it is lost meanwhile."""
+
+    def __init__(self, session_id: str, holder: str):
+        self.session_id = session_id
+        self.holder = holder
+        self.lost = False
+        self._on_lost: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def when_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the lease is lost (at once if it already is)."""
+        with self._lock:
+            if not self.lost:
+                self._on_lost.append(callback)
+                return
+        callback()
+
+    def mark_lost(self) -> None:
+        with self._lock:
+            self.lost = True
+            callbacks, self._on_lost = self._on_lost, []
+        for callback in callbacks:  # ending a run waits for its process: not on the renewing thread
+            threading.Thread(target=callback, name="clinvk-turn-lost", daemon=True).start()
+
+
 class TurnLeases:
     def __init__(self, store: SessionStore, ttl_secs: float = TTL_SECS):
         self.store = store
         self.ttl_secs = ttl_secs
-        self._held: dict[tuple[str, str], None] = {}  # (session_id, holder) renewed by this process
+        self._held: dict[tuple[str, str], HeldTurn] = {}  # renewed by this process
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid = 0
 
     @contextmanager
-    def hold(self, session_id: str) -> Iterator[None]:
+    def hold(self, session_id: str) -> Iterator[HeldTurn]:
         """Hold the turn of ``session_id`` for the block; :class:`SessionBusy` if another turn holds it."""
         holder = holder_id()
         lease = self.store.acquire_turn(session_id, holder, self.ttl_secs)
@@ -73,9 +102,10 @@ class TurnLeases:
         if lease.holder != holder:
             raise SessionBusy(f"session {session_id} is running another turn; send this one when it has "
                               f"finished", "session_id", retry_after=RETRY_AFTER_SECS)
-        self._renew_in_background(session_id, holder)
+        held = HeldTurn(session_id, holder)
+        self._renew_in_background(held)
         try:
-            yield
+            yield held
         finally:
             with self._lock:
                 self._held.pop((session_id, holder), None)
@@ -84,9 +114,9 @@ class TurnLeases:
             except Exception:  # it expires on its own
                 log.exception("could not release the turn of session %s", session_id)
 
-    def _renew_in_background(self, session_id: str, holder: str) -> None:
+    def _renew_in_background(self, held: HeldTurn) -> None:
         with self._lock:
-            self._held[(session_id, holder)] = None
+            self._held[(held.session_id, held.holder)] = held
             if self._pid != os.getpid():  # first use in this process (gunicorn forks workers)
                 self._pid = os.getpid()
                 threading.Thread(target=self._renew, name="clinvk-turn-leases", daemon=True).start()
@@ -94,10 +124,18 @@ class TurnLeases:
     def _renew(self) -> None:
         while not self._wake.wait(self.ttl_secs / 3):
             with self._lock:
-                held = list(self._held)
-            for session_id, holder in held:
-                try:
-                    if not self.store.renew_turn(session_id, holder, self.ttl_secs):
-                        log.warning("session %s: the turn lease of %s was lost", session_id, holder)
-                except Exception:
-                    log.exception("could not renew the turn lease of session %s", session_id)
+                held = list(self._held.values())
+            for turn in held:
+                self._renew_one(turn)
+
+    def _renew_one(self, turn: HeldTurn) -> None:
+        if turn.lost:
+            return
+        try:
+            renewed = self.store.renew_turn(turn.session_id, turn.holder, self.ttl_secs)
+        except Exception:  # the store is unreachable now; the lease may still hold: try again
+            log.exception("could not renew the turn lease of session %s", turn.session_id)
+            return
+        if not renewed:
+            log.warning("session %s: the turn lease of %s was lost; ending its run", turn.session_id, turn.holder)
+            turn.mark_lost()
