@@ -185,7 +185,8 @@ class RunLifecycle:
         self.prepared = prepared
         self.service = prepared.service
         self._admitted: ExitStack | None = None  # what admit() holds, while it holds it
-        self.turn: HeldTurn | None = None  # the session's turn lease, while admitted
+        self.turn: HeldTurn | None = None  # the session's turn lease, until release_turn()
+        self._turn = ExitStack()  # holds it past admit(): the turn is recorded and archived first
         self.home: CliHome | None = None
         self.launched: Invocation | None = None
 
@@ -200,7 +201,7 @@ class RunLifecycle:
         with ExitStack() as held:
             session = self.prepared.session
             if session is not None and not self.prepared.dry_run:
-                self.turn = held.enter_context(self.service.turns.hold(session.id))
+                self.turn = self._turn.enter_context(self.service.turns.hold(session.id))
             tenant_gate = self.service.tenant_gate()
             if tenant_gate is not None:
                 held.enter_context(tenant_gate.slot())
@@ -208,8 +209,15 @@ class RunLifecycle:
             self._admitted = held
             try:
                 yield
+            except BaseException:
+                self.release_turn()
+                raise
             finally:
                 self._admitted = None
+
+    def release_turn(self) -> None:
+        """Give the session's turn back, once the turn is recorded (and archived). Idempotent."""
+        self._turn.close()
 
     def assign_workdir(self) -> None:
         """A run that names no workdir gets a fresh scratch directory under the state directory, never
@@ -237,7 +245,7 @@ class RunLifecycle:
                 tags=list(self.service.config.session.default_tags) + list(request.tags),
                 metadata=dict(request.metadata), owner=self.service.tenant.name)
             if self._admitted is not None:  # its id is in the first stream event: a second turn may come
-                self.turn = self._admitted.enter_context(self.service.turns.hold(prepared.session.id))
+                self.turn = self._turn.enter_context(self.service.turns.hold(prepared.session.id))
 
     def launch(self) -> Invocation:
         """The process to start before its isolation: argv, environment, working directory and stdin,
@@ -337,21 +345,23 @@ class RunLifecycle:
         prepared = self.prepared
         if prepared.dry_run:
             return prepared.dry_run_result()
-        with self.admit():
-            if cancel is not None and cancel.reason:
-                return RunResult(prepared.backend.name, exit_code=-1, error=cancel.reason, cancelled=True)
-            self.assign_workdir()
-            self.open_session()
-            process = self.spawn()
-            try:
-                if cancel is not None:
-                    cancel.attach(process)
-                outcome = process.collect()
-            finally:
-                process.close()
-            # Recorded (and its archive stored) before the turn lease is given back.
+        try:
+            with self.admit():
+                if cancel is not None and cancel.reason:
+                    return RunResult(prepared.backend.name, exit_code=-1, error=cancel.reason, cancelled=True)
+                self.assign_workdir()
+                self.open_session()
+                process = self.spawn()
+                try:
+                    if cancel is not None:
+                        cancel.attach(process)
+                    outcome = process.collect()
+                finally:
+                    process.close()
             parsed = prepared.backend.parse_output(outcome.stdout, outcome.stderr, outcome.exit_code)
             result = self.finish(parsed, outcome)
+        finally:  # recorded (and its archive stored) before the turn lease is given back
+            self.release_turn()
         if result.cancelled and runner.stopping():
             raise ShuttingDown(result.error or "the server is shutting down")
         return result
@@ -412,6 +422,7 @@ class StreamingRun:
             self._process = lifecycle.spawn()
         except BaseException:
             self._release()
+            lifecycle.release_turn()
             raise
 
     def _release(self) -> None:
@@ -446,14 +457,15 @@ class StreamingRun:
             outcome = process.outcome()
         finally:
             process.close()
+            self._release()
             if outcome is None:
-                self._release()
                 self.lifecycle.abandon(process, parser.backend_session_id)
-        try:  # recorded (and its archive stored) before the turn lease is given back
+                self.lifecycle.release_turn()
+        try:
             parsed = prepared.backend.finish_stream(parser, outcome.stderr, outcome.exit_code)
             result = self.result = self.lifecycle.finish(parsed, outcome)
-        finally:
-            self._release()
+        finally:  # recorded (and its archive stored) before the turn lease is given back
+            self.lifecycle.release_turn()
         if result.error and not parser.error:
             error = {"message": result.error}
             if result.cancelled and runner.stopping():
@@ -471,3 +483,4 @@ class StreamingRun:
         if self._process is not None:
             self._process.close()
         self._release()
+        self.lifecycle.release_turn()
