@@ -511,6 +511,21 @@ def test_processes_open_fresh_store_concurrently(tmp_path):
     assert SessionStore(path).count() == 100
 
 
+def _open_at_once(path, barrier):
+    barrier.wait()
+    SessionStore(path)
+
+
+def test_processes_switch_fresh_file_to_wal_at_once(tmp_path):
+    # Eight workers starting together all switch the same new file to WAL: SQLite refuses the switch
+    # with "database is locked" without waiting while another does it, which failed a start before.
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        barrier = ctx.Barrier(8)
+        args = [(str(tmp_path / f"{round_}.db"), barrier)] * 8
+        assert _run_processes(ctx, _open_at_once, args) == [0] * 8
+
+
 def test_threads_share_store(store):
     s = store.create(backend="gemini")
     errors = []

@@ -62,6 +62,26 @@ def add_owner_column(conn: sqlite3.Connection) -> None:
 
 
 
+def enable_wal(conn: sqlite3.Connection) -> None:
+    """Put the database file in WAL mode (a property of the file, set once, kept): what lets reads run
+    during a write.
+
+    Switching the mode needs the file to itself, and SQLite answers "database is locked" at once, without
+    its busy handler, while another process opens or switches the same fresh file (several workers
+    starting together): retry for as long as a write would wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def row_to_session(row: sqlite3.Row) -> Session:
     return Session(
         id=row["id"], backend=row["backend"], created_at=parse_time(row["created_at"]),
@@ -88,9 +108,7 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
         if self.path.stat().st_mode & 0o077:
             os.chmod(self.path, 0o600)
         self._local = threading.local()
-        conn = self._conn()
-        # WAL is a property of the file (set once, kept); it is what lets reads run during a write.
-        conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(self._conn())
         with self._write() as conn:  # several workers may open a fresh file at once: create it once
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
