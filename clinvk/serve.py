@@ -128,13 +128,14 @@ def run(config: Config) -> int:
     prepare_metrics_dir(config)
     from .sandbox import SandboxUnavailable
     from .sandbox import resolve as resolve_sandbox
+    from .cluster_gate import counts_in_redis
     from .server.http.ratelimit import RateLimitConfigError, check_storage_uri
     try:
         sandbox = resolve_sandbox(config.run.sandbox)  # probed once here; the workers inherit the answer
         # Loaded once here, so a gopass failure stops the server with one clear line, and the
         # workers inherit the keys instead of each running gopass.
         api_keys = ApiKeys.from_config(config)
-        if config.server.rate_limit_enabled:
+        if config.server.rate_limit_enabled or counts_in_redis(config):  # tenants' run quotas use it too
             check_storage_uri(config.server.rate_limit_storage_uri)
         warnings = startup_warnings(config)
     except (ApiKeyError, RateLimitConfigError, ConfigError, SandboxUnavailable) as exc:
