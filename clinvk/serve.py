@@ -20,8 +20,9 @@ log = logging.getLogger("clinvk.serve")
 
 BANNER = """clinvk API server starting on http://{host}:{port}
 Available endpoints:
-  Custom API: /api/v1/prompt, /api/v1/parallel, /api/v1/chain, /api/v1/compare
-  OpenAI: /openai/v1/models, /openai/v1/chat/completions
+  Custom API: /api/v1/prompt, /api/v1/parallel, /api/v1/chain, /api/v1/compare, /api/v1/jobs,
+              /api/v1/sessions, /api/v1/backends
+  OpenAI: /openai/v1/models, /openai/v1/chat/completions, /openai/v1/responses
   Anthropic: /anthropic/v1/messages
   Docs: /openapi.json, /docs
   Health: /health
