@@ -3,7 +3,8 @@
 ``POST .../v1/messages[?beta=true]``: SSE when ``stream`` is true (message_start,
 content_block_start, ping, content_block_delta x n, content_block_stop, message_delta with
 usage, message_stop), else one JSON message.  ``POST .../v1/messages/count_tokens`` gives
-``{"input_tokens": N}``; GET/HEAD of anything gives 200 ``{}`` (``GET /v1/models`` a
+``{"input_tokens": N}``; tool mode answers a ``tool_use`` block of the ``Bash`` tool (streamed as
+``input_json_delta``); GET/HEAD of anything gives 200 ``{}`` (``GET /v1/models`` a
 one-model list).  Error modes answer ``{"type":"error","error":{...}}``.
 
 Each logged request carries ``user_text`` (the text blocks of the last ``user`` message,
@@ -11,8 +12,8 @@ Each logged request carries ``user_text`` (the text blocks of the last ``user`` 
 ``role:"system"`` environment message), ``n_turns`` (user + assistant messages), ``model``
 and ``stream``.
 
-Usage: ``python3 tests/stubs/anthropic_stub.py --port 0 --mode ok|echo|401|429|500|hang|stall
---reply TEXT`` or ``start_stub(...)`` from a test.
+Usage: ``python3 tests/stubs/anthropic_stub.py --port 0 --mode ok|echo|401|429|500|hang|stall|tool
+--reply TEXT [--command CMD]`` or ``start_stub(...)`` from a test.
 """
 
 import json
@@ -86,35 +87,56 @@ class AnthropicApp(common.App):
             return req.send_json(404, {"type": "error", "error": {
                 "type": "not_found_error", "message": "stub: no route %s" % path}})
         text = self.reply_text(req.state, req.summary)
+        command = self.shell_call(req.state, body)
+        if command is not None:
+            block = {"type": "tool_use", "id": "toolu_stub_" + uuid.uuid4().hex[:20], "name": "Bash",
+                     "input": {"command": command, "description": "Run the stub's command"}}
+            stop_reason = "tool_use"
+        else:
+            block = {"type": "text", "text": text}
+            stop_reason = "end_turn"
         msg_id = "msg_stub_" + uuid.uuid4().hex[:20]
         model = body.get("model") or "claude-stub"
         usage = {"input_tokens": common.estimate_tokens(body.get("messages")),
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                 "output_tokens": max(1, len(text) // 4)}
+                 "output_tokens": max(1, len(text) // 4) if command is None
+                 else common.estimate_tokens(block)}
         message = {"id": msg_id, "type": "message", "role": "assistant", "model": model,
-                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                   "content": [block], "stop_reason": stop_reason,
                    "stop_sequence": None, "usage": usage}
         if not body.get("stream"):
             return req.send_json(200, message, {"request-id": "req_" + msg_id})
         start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
         req.start_sse()
         req.send_chunk(sse("message_start", {"type": "message_start", "message": start}))
+        if block["type"] == "tool_use":
+            opened = dict(block, input={})
+            deltas = [{"type": "input_json_delta", "partial_json": piece}
+                      for piece in common.words(json.dumps(block["input"]))]
+        else:
+            opened = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in common.words(text)]
         req.send_chunk(sse("content_block_start", {
-            "type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}}))
+            "type": "content_block_start", "index": 0, "content_block": opened}))
         req.send_chunk(sse("ping", {"type": "ping"}))
-        for piece in common.words(text):
+        for delta in deltas:
             req.send_chunk(sse("content_block_delta", {
-                "type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": piece}}))
+                "type": "content_block_delta", "index": 0, "delta": delta}))
         req.send_chunk(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
         req.send_chunk(sse("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
             "usage": {"output_tokens": usage["output_tokens"]}}))
         req.send_chunk(sse("message_stop", {"type": "message_stop"}))
         req.end_chunks()
 
+    def offers_shell(self, body):
+        return any(isinstance(t, dict) and t.get("name") == "Bash" for t in body.get("tools") or [])
+
+    def has_tool_result(self, body):
+        return any(isinstance(block, dict) and block.get("type") == "tool_result"
+                   for msg in body.get("messages") or [] if msg.get("role") == "user"
+                   and isinstance(msg.get("content"), list) for block in msg["content"])
 
 def start_stub(mode="ok", reply="Hello from stub", port=0, host="127.0.0.1", delay=0.0):
     """Start the Anthropic stub in a background thread; returns a ``common.StubHandle``."""

@@ -9,11 +9,13 @@ Common behaviour of every stub:
 * binds only to loopback (``127.0.0.1`` or ``::1``), port 0 picks a free one;
 * modes: ``ok`` (canned ``reply``), ``echo`` (reply ``"echo: " + last user text``),
   ``401``, ``429``, ``500`` (vendor-shaped error JSON), ``hang`` (read the request, never
-  answer), ``stall`` (send 200 SSE headers, then nothing);
+  answer), ``stall`` (send 200 SSE headers, then nothing), ``tool`` (a call of the CLI's shell
+  tool running ``command``, in the vendor's wire shape, as long as the request offers that tool
+  and holds no tool result yet; then the canned ``reply``);
 * ``delay`` seconds are slept before answering;
 * every request is appended to ``handle.requests`` as a summary dict (see :meth:`App.summarize`);
 * control endpoints, for a stub running in another process: ``GET /__stub/health``,
-  ``GET /__stub/requests``, ``POST /__stub/config {"mode","reply","delay"}``,
+  ``GET /__stub/requests``, ``POST /__stub/config {"mode","reply","delay","command"}``,
   ``POST /__stub/reset``.
 """
 
@@ -27,7 +29,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-MODES = ("ok", "echo", "401", "429", "500", "hang", "stall")
+MODES = ("ok", "echo", "401", "429", "500", "hang", "stall", "tool")
+DEFAULT_COMMAND = "echo stub-tool-ran"
 ECHO_PREFIX = "echo: "
 # Request headers copied into the log (lower-case names).
 LOGGED_HEADERS = (
@@ -78,17 +81,31 @@ class App:
             return ECHO_PREFIX + (summary.get("user_text") or "")
         return state.reply
 
+    def offers_shell(self, body):
+        """Whether the request offers the CLI's shell tool (only then may the model call it)."""
+        return False
+
+    def has_tool_result(self, body):
+        """Whether the conversation already holds the result of a tool call."""
+        return False
+
+    def shell_call(self, state, body):
+        """The shell command to ask for in this answer (tool mode, first round), else None."""
+        if state.mode == "tool" and self.offers_shell(body) and not self.has_tool_result(body):
+            return state.command
+        return None
+
 
 class State:
     """Mutable stub configuration and the request log, shared by all handler threads."""
 
-    def __init__(self, mode, reply, delay):
+    def __init__(self, mode, reply, delay, command=DEFAULT_COMMAND):
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.requests = []
-        self.configure(mode, reply, delay)
+        self.configure(mode, reply, delay, command)
 
-    def configure(self, mode=None, reply=None, delay=None):
+    def configure(self, mode=None, reply=None, delay=None, command=None):
         if mode is not None:
             mode = str(mode)
             if mode not in MODES:
@@ -98,6 +115,8 @@ class State:
             self.reply = str(reply)
         if delay is not None:
             self.delay = float(delay)
+        if command is not None:
+            self.command = str(command)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -180,7 +199,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.read_body()
         if path == "/__stub/config":
             try:
-                self.state.configure(**{k: (body or {}).get(k) for k in ("mode", "reply", "delay")})
+                self.state.configure(**{k: (body or {}).get(k)
+                                        for k in ("mode", "reply", "delay", "command")})
             except ValueError as exc:
                 return self.send_json(400, {"error": str(exc)})
             return self.send_json(200, {"mode": self.state.mode, "reply": self.state.reply})
@@ -256,9 +276,10 @@ class StubHandle:
     def mode(self):
         return self._server.state.mode
 
-    def set_mode(self, mode, reply=None, delay=None):
-        """Change the mode (and optionally the reply text and the delay) for later requests."""
-        self._server.state.configure(mode, reply, delay)
+    def set_mode(self, mode, reply=None, delay=None, command=None):
+        """Change the mode (and optionally the reply text, the delay and the tool mode's shell
+        command) for later requests."""
+        self._server.state.configure(mode, reply, delay, command)
 
     def reset(self):
         """Forget the logged requests."""
@@ -280,14 +301,14 @@ class StubHandle:
 
 
 def serve(app, mode="ok", reply="Hello from stub", port=0, host="127.0.0.1", delay=0.0,
-          log_file=None):
+          log_file=None, command=DEFAULT_COMMAND):
     """Start ``app`` on a loopback address in a daemon thread and return a :class:`StubHandle`."""
     if not ipaddress.ip_address(host).is_loopback:
         raise ValueError("stubs bind only to loopback, not %r" % host)
     cls = _Server6 if ":" in host else _Server
     server = cls((host, port), Handler)
     server.app = app
-    server.state = State(mode, reply, delay)
+    server.state = State(mode, reply, delay, command)
     server.log_file = log_file
     thread = threading.Thread(target=server.serve_forever, args=(0.05,),
                               name="%s-stub" % app.name, daemon=True)
@@ -303,9 +324,11 @@ def main(app, argv=None):
     parser.add_argument("--mode", default="ok", choices=MODES)
     parser.add_argument("--reply", default="Hello from stub")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--command", default=DEFAULT_COMMAND, help="the shell command of tool mode")
     parser.add_argument("--log", help="append one JSON line per request to this file")
     args = parser.parse_args(argv)
-    handle = serve(app, args.mode, args.reply, args.port, args.host, args.delay, args.log)
+    handle = serve(app, args.mode, args.reply, args.port, args.host, args.delay, args.log,
+                   args.command)
     print("listening on %s:%d" % (handle.host, handle.port), flush=True)
     try:
         while True:

@@ -7,14 +7,15 @@
   ``application/json``) the answer is a value synthesised from the schema (the CLI's model router
   needs ``complexity_score >= 1``).
 * ``:countTokens``, ``:embedContent``, ``GET /v1beta/models[/...]``; 404 JSON for anything else.
+* Tool mode answers a ``functionCall`` of ``run_shell_command`` (offered in yolo mode only).
 * Error modes answer ``{"error": {"code", "message", "status"}}``.
 
 Each logged request carries ``user_text`` (text parts of the last ``user`` content, minus the
 CLI's ``<session_context>`` preamble), ``n_contents``, ``n_turns`` (user + model contents),
 ``model``, ``method`` (``streamGenerateContent``...) and ``stream``.
 
-Usage: ``python3 tests/stubs/gemini_stub.py --port 0 --mode ok|echo|401|429|500|hang|stall
---reply TEXT`` or ``start_stub(...)`` from a test.
+Usage: ``python3 tests/stubs/gemini_stub.py --port 0 --mode ok|echo|401|429|500|hang|stall|tool
+--reply TEXT [--command CMD]`` or ``start_stub(...)`` from a test.
 """
 
 import json
@@ -125,8 +126,15 @@ class GeminiApp(common.App):
         usage["candidatesTokenCount"] = max(1, len(text) // 4)
         usage["totalTokenCount"] = usage["promptTokenCount"] + usage["candidatesTokenCount"]
 
+        command = None if schema else self.shell_call(req.state, body)
+        if command is not None:
+            call = {"functionCall": {"name": "run_shell_command", "args": {"command": command}}}
+            usage["candidatesTokenCount"] = common.estimate_tokens(call)
+            usage["totalTokenCount"] = usage["promptTokenCount"] + usage["candidatesTokenCount"]
+
         def chunk(piece, last):
-            cand = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+            parts = [call] if command is not None else [{"text": piece}]
+            cand = {"content": {"parts": parts, "role": "model"}, "index": 0}
             out = {"candidates": [cand], "modelVersion": model, "responseId": "stub"}
             if last:
                 cand["finishReason"] = "STOP"
@@ -135,11 +143,20 @@ class GeminiApp(common.App):
 
         if method == "generateContent":
             return req.send_json(200, chunk(text, True))
-        pieces = common.words(text, 2)
+        pieces = [""] if command is not None else common.words(text, 2)
         req.start_sse()
         for i, piece in enumerate(pieces):
             req.send_chunk("data: %s\r\n\r\n" % json.dumps(chunk(piece, i == len(pieces) - 1)))
         req.end_chunks()
+
+    def offers_shell(self, body):
+        return any(isinstance(d, dict) and d.get("name") == "run_shell_command"
+                   for tool in body.get("tools") or [] if isinstance(tool, dict)
+                   for d in tool.get("functionDeclarations") or [])
+
+    def has_tool_result(self, body):
+        return any(isinstance(p, dict) and "functionResponse" in p
+                   for c in body.get("contents") or [] for p in c.get("parts") or [])
 
 
 def start_stub(mode="ok", reply="Hello from stub", port=0, host="127.0.0.1", delay=0.0):

@@ -4,15 +4,17 @@
 response.in_progress, response.output_item.added, response.content_part.added,
 response.output_text.delta x n, response.output_text.done, response.content_part.done,
 response.output_item.done, response.completed with usage).  A ``stream: false`` request gets
-the final response object as JSON.  Error modes answer ``{"error": {...}}``.
+the final response object as JSON.  Tool mode answers a ``function_call`` item of codex's
+``exec_command`` tool (``{"cmd": command}``, with ``response.function_call_arguments.*`` events).
+Error modes answer ``{"error": {...}}``.
 
 Each logged request carries ``user_text`` (text of the last ``user`` input message, i.e. the
 prompt), ``user_texts`` (every user prompt, in order), ``n_input`` (input items), ``n_turns``
 (user + assistant messages; codex's injected ``<environment_context>`` user message is not
 counted, nor in ``user_texts``), ``model`` and ``stream``.
 
-Usage: ``python3 tests/stubs/openai_responses_stub.py --port 0 --mode ok|echo|401|429|500|hang|stall
---reply TEXT`` or ``start_stub(...)`` from a test.  Codex's ``base_url`` is ``<url>/v1``.
+Usage: ``python3 tests/stubs/openai_responses_stub.py --port 0 --mode ok|echo|401|429|500|hang|
+stall|tool --reply TEXT [--command CMD]`` or ``start_stub(...)`` from a test.  Codex's ``base_url`` is ``<url>/v1``.
 """
 
 import json
@@ -84,34 +86,54 @@ class ResponsesApp(common.App):
             return req.send_json(404, {"error": {"message": "stub: no route %s" % path,
                                                  "type": "invalid_request_error"}})
         text = self.reply_text(req.state, req.summary)
+        command = self.shell_call(req.state, body)
         rid = uuid.uuid4().hex[:16]
         resp_id, msg_id = "resp_stub_" + rid, "msg_stub_" + rid
         base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
                 "model": body.get("model") or "stub-model", "status": "in_progress", "output": []}
-        part = {"type": "output_text", "text": text, "annotations": []}
-        item = {"type": "message", "id": msg_id, "role": "assistant", "status": "completed",
-                "content": [part]}
+        if command is not None:
+            item = {"type": "function_call", "id": "fc_stub_" + rid, "call_id": "call_stub_" + rid,
+                    "name": "exec_command", "arguments": json.dumps({"cmd": command}),
+                    "status": "completed"}
+            out_tokens = common.estimate_tokens(item)
+        else:
+            part = {"type": "output_text", "text": text, "annotations": []}
+            item = {"type": "message", "id": msg_id, "role": "assistant", "status": "completed",
+                    "content": [part]}
+            out_tokens = max(1, len(text) // 4)
         in_tokens = common.estimate_tokens(body.get("input"))
-        out_tokens = max(1, len(text) // 4)
         usage = {"input_tokens": in_tokens, "input_tokens_details": {"cached_tokens": 0},
                  "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": 0},
                  "total_tokens": in_tokens + out_tokens}
         final = dict(base, status="completed", output=[item], usage=usage)
         if body.get("stream") is False:
             return req.send_json(200, final)
-        ids = {"item_id": msg_id, "output_index": 0, "content_index": 0}
         events = [
             {"type": "response.created", "response": base},
             {"type": "response.in_progress", "response": base},
-            {"type": "response.output_item.added", "output_index": 0,
-             "item": dict(item, status="in_progress", content=[])},
-            dict(ids, type="response.content_part.added", part=dict(part, text="")),
         ]
-        events += [dict(ids, type="response.output_text.delta", delta=piece)
-                   for piece in common.words(text)]
+        if command is not None:
+            ids = {"item_id": item["id"], "output_index": 0}
+            events += [{"type": "response.output_item.added", "output_index": 0,
+                        "item": dict(item, arguments="", status="in_progress")}]
+            events += [dict(ids, type="response.function_call_arguments.delta", delta=piece)
+                       for piece in common.words(item["arguments"])]
+            events += [dict(ids, type="response.function_call_arguments.done",
+                            arguments=item["arguments"])]
+        else:
+            ids = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+            events += [
+                {"type": "response.output_item.added", "output_index": 0,
+                 "item": dict(item, status="in_progress", content=[])},
+                dict(ids, type="response.content_part.added", part=dict(part, text="")),
+            ]
+            events += [dict(ids, type="response.output_text.delta", delta=piece)
+                       for piece in common.words(text)]
+            events += [
+                dict(ids, type="response.output_text.done", text=text),
+                dict(ids, type="response.content_part.done", part=part),
+            ]
         events += [
-            dict(ids, type="response.output_text.done", text=text),
-            dict(ids, type="response.content_part.done", part=part),
             {"type": "response.output_item.done", "output_index": 0, "item": item},
             {"type": "response.completed", "response": final},
         ]
@@ -120,6 +142,14 @@ class ResponsesApp(common.App):
             req.send_chunk(sse(dict(event, sequence_number=seq)))
         req.end_chunks()
 
+    def offers_shell(self, body):
+        return any(isinstance(t, dict) and t.get("name") == "exec_command"
+                   for t in body.get("tools") or [])
+
+    def has_tool_result(self, body):
+        items = body.get("input")
+        return isinstance(items, list) and any(
+            isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
 
 def start_stub(mode="ok", reply="Hello from stub", port=0, host="127.0.0.1", delay=0.0):
     """Start the Responses stub in a background thread; returns a ``common.StubHandle``."""
