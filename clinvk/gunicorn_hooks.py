@@ -10,7 +10,9 @@ They make sure no CLI process outlives its worker:
 - a quick stop (SIGINT/SIGQUIT) ends them at once;
 - a worker that dies without running any code (SIGKILL: OOM killer, worker timeout, ``kill -9``):
   each worker records its live process groups on disk (:mod:`clinvk.grouprecord`) and the master's
-  ``child_exit`` kills what the dead worker left.
+  ``child_exit`` kills what the dead worker left;
+- what the agents' own commands leave outside their CLI's group (:mod:`clinvk.leftovers`): the master
+  becomes their child subreaper in ``on_starting``, so a worker finds them among the master's children.
 
 The others apply the server settings gunicorn has no knob for, and keep the prometheus multiprocess
 directory right (``on_starting`` wipes it, ``child_exit`` marks a dead worker's files):
@@ -33,7 +35,7 @@ import socket
 import struct
 import threading
 
-from . import runner
+from . import leftovers, runner
 from .grouprecord import GroupRecord, end_groups
 from .rundir import server_run_dir
 
@@ -147,6 +149,7 @@ def wipe_metrics_dir(path: str) -> None:
 
 
 def on_starting(server) -> None:
+    leftovers.become_reaper()
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         wipe_metrics_dir(path)
@@ -162,6 +165,9 @@ def child_exit(server, worker) -> None:
     if left:
         server.log.warning("ended %d CLI process groups of worker %s, which died without ending them",
                            left, worker.pid)
+    left = leftovers.end_worker(worker.pid)
+    if left:
+        server.log.warning("ended %d processes the runs of worker %s left behind", left, worker.pid)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)

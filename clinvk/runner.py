@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from . import leftovers
 from .backends import Invocation
 from .errors import ShuttingDown
 from .grouprecord import GroupRecord
@@ -63,10 +64,12 @@ class RunningProcess:
         self._exit_fd: int | None = None
         _LIVE.check_open()
         stdin_fd = _prompt_fd(invocation.stdin_text)
+        self._tag = leftovers.new_tag()  # what the CLI and all it starts carry, to be found once it is over
         try:
             self.proc = subprocess.Popen(
                 invocation.argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=invocation.cwd, env=env, start_new_session=True, close_fds=True,
+                cwd=invocation.cwd, env={**env, leftovers.VARIABLE: self._tag}, start_new_session=True,
+                close_fds=True,
                 bufsize=0)  # unbuffered: _pump reads the fds itself; no buffer means no tty/seek probes
             self._exit_fd = _pidfd(self.proc.pid)  # one per run: _pump and _wait_exit share it
         except OSError as exc:
@@ -239,10 +242,14 @@ class RunningProcess:
         return -1 if self.cancelled else code
 
     def close(self) -> None:
-        """Idempotent cleanup: kill the group if it still runs, close pipes, forget the process."""
+        """Idempotent cleanup: kill the group if it still runs, and what the CLI started outside it;
+        close pipes, forget the process."""
         if self.proc.returncode is None:
             self.terminate(self.cancelled or "closed before it finished")
             self.proc.wait()
+        if self._tag is not None:
+            leftovers.end(self._tag, self.proc.pid)
+            self._tag = None
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()

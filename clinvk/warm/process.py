@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from .. import runner
+from .. import leftovers, runner
 from ..runner import MAX_STDERR_BYTES, MAX_STDOUT_BYTES, ProcessOutcome, StartError
 from .protocol import Protocol, Step
 
@@ -49,10 +49,11 @@ class WarmProcess:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stderr = bytearray()
         self._lock = threading.Lock()
+        self._tag = leftovers.new_tag()  # what the CLI and all it starts carry, to be found once it is over
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
-                                         close_fds=True)
+                                         stderr=subprocess.PIPE, cwd=cwd, env={**env, leftovers.VARIABLE: self._tag},
+                                         start_new_session=True, close_fds=True)
         except OSError as exc:
             raise StartError(exc.errno, f"cannot start {argv[0]}: {exc.strerror}") from exc
         if not runner.track(self):  # the server is shutting down: no new process
@@ -204,6 +205,7 @@ class WarmProcess:
             pass
         _kill_group(self.proc.pid)  # codex's node launcher would orphan its native child otherwise
         self.proc.wait()
+        leftovers.end(self._tag, self.proc.pid)
         runner.untrack(self)
         if self.on_close is not None:
             self.on_close()

@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 
+from clinvk.specs import PromptRequest
 from tests.helpers import alive, wait_for, wait_gone
 from tests.server_process import ServerProcess
 
@@ -105,3 +106,35 @@ def test_a_daemon_the_agent_started_ends_with_the_run(realcli_config, stubs, tmp
         print(f"{backend} (sandbox {sandbox}): left after the response: {survivors}")
         assert wait_gone(*survivors, within=10), f"{backend}'s daemon outlived its run: {tool_processes(tag)}"
         assert not any(alive(pid) for pid in survivors)
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex"])
+def test_a_tool_command_ends_with_a_cancelled_warm_run(make_app, realcli_config, stubs, tmp_path, backend):
+    """A pooled CLI is ended with SIGKILL at once (claude then has no chance to end its tool shells),
+    in an app without a gunicorn master: the leftovers are looked for in all of /proc."""
+    app = make_app(**server_config(realcli_config, "off", warm=True))
+    service = app.extensions["clinvk.service"]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    request = dict(prompt="run the command", backend=backend, ephemeral=True, stream=True, workdir=str(workdir),
+                   **UNGUARDED[backend])
+    stubs[backend].set_mode("tool", reply="done", command="echo warming up")
+    first = service.prepare(PromptRequest(**request)).start_stream()
+    try:
+        assert [e for e in first.events(3600) if e is not None][-1].type == "done"
+    finally:
+        first.close()
+    assert wait_for(lambda: service.warm_pool.idle() == 1, 60), "the pool started no CLI for the next run"
+
+    tag = f"600.{uuid.uuid4().int % 10**6:06d}"
+    stubs[backend].set_mode("tool", reply="done", command=f"echo started; sleep {tag}")
+    run = service.prepare(PromptRequest(**request)).start_stream()
+    try:
+        assert service.warm_pool.counts["hit"] == 1
+        assert wait_for(lambda: tool_processes(tag), within=60), f"{backend} never ran its tool"
+        tools = tool_processes(tag)
+        print(f"{backend} (warm): tool {tools}")
+    finally:
+        run.cancel("test done")
+        run.close()
+    assert wait_gone(*tools, within=20), f"{backend}'s tool outlived its warm run: {tool_processes(tag)}"
