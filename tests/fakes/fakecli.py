@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -142,6 +143,15 @@ def spawn_grandchild() -> int:
     return os.posix_spawnp("sleep", ["sleep", "1000"], os.environ, setsigdef=sigs)
 
 
+def spawn_detached() -> int:
+    """Start ``sleep 1000`` as an agent's tool does with ``setsid sh -c 'cmd >/dev/null 2>&1 &'``: in
+    a session of its own (outside our process group), holding none of our pipes, and orphaned at
+    once (the shell that started it exits)."""
+    shell = subprocess.run(["sh", "-c", "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"],
+                           stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True, check=True)
+    return int(shell.stdout)
+
+
 def hang_forever() -> None:
     while True:
         time.sleep(3600)
@@ -211,6 +221,7 @@ class Knobs:
         self.hang = self._bool("HANG", "FAKE_HANG")
         self.ignore_term = self._bool("IGNORE_TERM", "FAKE_IGNORE_TERM", plain=True)
         self.spawn_child = self._bool("SPAWN_CHILD", "FAKE_SPAWN_CHILD", plain=True)
+        self.spawn_detached = self._bool("SPAWN_DETACHED", "FAKE_SPAWN_DETACHED")
         self.big = self._int("BIG_OUTPUT", "FAKE_BIG")
         self.tool = self._bool("TOOL", "FAKE_TOOL")
 
@@ -414,6 +425,8 @@ def crash(backend: str) -> None:
 def prepare(backend: str, knobs: Knobs, prompt: str, **extra) -> None:
     """Apply the process-level knobs, then log the invocation."""
     child = spawn_grandchild() if knobs.spawn_child else None
+    if knobs.spawn_detached:
+        extra["detached_pid"] = spawn_detached()
     if knobs.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if "FAKE_RELAUNCH_PARENT_PID" in os.environ:
