@@ -39,6 +39,7 @@ PR_SET_CHILD_SUBREAPER = 36
 # re-parented only once they are gone. Wait that long at most for it.
 GROUP_GONE_SECS = 1.0
 RETRY_SECS = 0.01
+READ_SIZE = 16384
 MAX_READ = 1 << 20  # an environment block larger than this is not searched further
 
 # Drawn once per server: gunicorn's master imports this module before it forks its workers. It keeps
@@ -102,8 +103,11 @@ def end_worker(pid: int, passes: int = 3) -> int:
 def _kill_marked(needle: bytes, everywhere: bool = False) -> int:
     """One pass: SIGKILL each candidate whose environment holds ``needle``, with its descendants."""
     killed = 0
+    own_session = os.getsid(0)
     for pid in _candidates(everywhere):
-        if not _carries(pid, needle):
+        # A CLI starts in a session of its own and nothing below it can join ours: one system call
+        # spares reading the environment of the server's own processes (the other workers).
+        if _session(pid) in (own_session, None) or not _carries(pid, needle):
             continue
         try:
             pidfd = os.pidfd_open(pid)
@@ -130,13 +134,13 @@ def _kill_marked(needle: bytes, everywhere: bool = False) -> int:
 
 
 def _candidates(everywhere: bool) -> list[int]:
-    """Where a run's leftovers can be: the reaper's children, or every process."""
-    if not everywhere and _reaper is not None and _reaper != os.getpid() and os.getppid() == _reaper:
+    """Where a run's leftovers can be: the reaper's children, or every process (not this one)."""
+    me = os.getpid()
+    if not everywhere and _reaper is not None and _reaper != me and os.getppid() == _reaper:
         # Orphans go to the reaper's first live thread, its main one (kernel find_new_reaper).
         children = _read(f"/proc/{_reaper}/task/{_reaper}/children")
         if children is not None:
-            return [int(p) for p in children.split()]
-    me = os.getpid()
+            return [pid for pid in map(int, children.split()) if pid != me]
     return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != me]
 
 
@@ -157,6 +161,13 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
 def _carries(pid: int, needle: bytes) -> bool:
     data = _read(f"/proc/{pid}/environ")
     return data is not None and (data.startswith(needle) or b"\0" + needle in data)
@@ -168,9 +179,10 @@ def _read(path: str) -> bytes | None:
     except OSError:
         return None
     try:
-        data = b""
-        while len(data) < MAX_READ:
-            chunk = os.read(fd, 65536)
+        data = os.read(fd, READ_SIZE)
+        # A short read is the end (procfs); read on only after a full one.
+        while len(data) % READ_SIZE == 0 and 0 < len(data) < MAX_READ:
+            chunk = os.read(fd, READ_SIZE)
             if not chunk:
                 break
             data += chunk
