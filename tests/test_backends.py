@@ -154,6 +154,20 @@ def test_gemini_stream_tool():
     assert next(e for e in events if e.type == "tool_use").content["tool_name"] == "list_directory"
 
 
+@pytest.mark.parametrize("backend,name,tool", [("claude", "stream-json-bash-daemon", "Bash"),
+                                                ("codex", "exec-json-command-daemon", "shell"),
+                                                ("gemini", "stream-json-shell-daemon", "run_shell_command")])
+def test_shell_tool_call_in_the_unguarded_modes(backend, name, tool):
+    """Captured with the stub's tool mode (claude bypassPermissions, codex danger-full-access, gemini
+    yolo): the shell command the model asked for, its output, then the reply."""
+    events, out = stream(backend, name)
+    use = next(e for e in events if e.type == "tool_use")
+    result = next(e for e in events if e.type == "tool_result")
+    assert use.content["tool_name"] == tool and "setsid sleep 600." in use.content["input"]["command"]
+    assert result.content["output"].strip() == "started" and result.content["is_error"] is False
+    assert out.text == "done" and out.error is None
+
+
 def test_gemini_stream_error():
     events, out = stream("gemini", "error-401-stream-json")
     assert out.error == "API key not valid. Please pass a valid API key."
