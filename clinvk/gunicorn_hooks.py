@@ -149,14 +149,19 @@ def wipe_metrics_dir(path: str) -> None:
 
 
 def on_starting(server) -> None:
-    leftovers.become_reaper()
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         wipe_metrics_dir(path)
     # A previous master of this server that was killed left its workers' runs behind.
-    left = end_groups(groups_dir(_clinvk_config(server)))
+    directory = groups_dir(_clinvk_config(server))
+    left = end_groups(directory)
     if left:
         log.warning("ended %d CLI process groups a previous run of this server left behind", left)
+    leftovers.set_scope(str(directory))
+    left = leftovers.end_scope()
+    if left:
+        log.warning("ended %d processes the runs of a previous run of this server left behind", left)
+    leftovers.become_reaper()
 
 
 def child_exit(server, worker) -> None:

@@ -24,6 +24,7 @@ title), or one whose environment clinvk may not read (another user's, after a se
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import itertools
 import logging
 import os
@@ -42,8 +43,9 @@ RETRY_SECS = 0.01
 READ_SIZE = 16384
 MAX_READ = 1 << 20  # an environment block larger than this is not searched further
 
-# Drawn once per server: gunicorn's master imports this module before it forks its workers. It keeps
-# the tags of this server apart from any other's, a clinvk that itself runs under clinvk included.
+# Keeps the tags of one server apart from any other's (a clinvk that itself runs under clinvk
+# included): drawn per process, or named after the server's state (:func:`set_scope`), which its
+# workers inherit and its next master finds again.
 _NONCE = secrets.token_hex(4)
 _counter = itertools.count(1)
 _reaper: int | None = None  # the process that adopts our CLIs' orphans (a gunicorn master)
@@ -53,6 +55,19 @@ def new_tag() -> str:
     """A tag no other CLI process carries: ``<nonce>.<our pid>.<n>`` (a dead worker's leftovers are
     found by its pid, :func:`end_worker`)."""
     return f"{_NONCE}.{os.getpid()}.{next(_counter)}"
+
+
+def set_scope(name: str) -> None:
+    """Tag the runs of this process and of those it forks after ``name`` (a server's run directory):
+    a later master of the same server finds what its predecessor's runs left (:func:`end_scope`)."""
+    global _NONCE
+    _NONCE = hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def end_scope(passes: int = 3) -> int:
+    """Kill, anywhere in /proc, what the runs of this scope left: for a master that starts, what a
+    killed predecessor's left."""
+    return _end_everywhere(f"{VARIABLE}={_NONCE}.".encode(), passes)
 
 
 def become_reaper() -> bool:
@@ -90,7 +105,10 @@ def end(tag: str, pgid: int) -> int:
 def end_worker(pid: int, passes: int = 3) -> int:
     """Kill every process left by the runs of the (dead) worker ``pid``, wherever it is in /proc.
     For the master, after the worker's groups were killed."""
-    needle = f"{VARIABLE}={_NONCE}.{pid}.".encode()
+    return _end_everywhere(f"{VARIABLE}={_NONCE}.{pid}.".encode(), passes)
+
+
+def _end_everywhere(needle: bytes, passes: int) -> int:
     ended = 0
     for _ in range(passes):  # a second pass for what was forked while the first one killed
         killed = _kill_marked(needle, everywhere=True)

@@ -133,3 +133,29 @@ def test_a_detached_process_ends_when_its_worker_does(tmp_path, fake_clis, endin
         conn.close()
     finally:
         server.stop()
+
+
+@pytest.mark.gunicorn
+def test_the_next_master_ends_what_a_killed_server_left(tmp_path, fake_clis):
+    """Master and worker killed at once (nobody of the server runs any more code): the leftovers are
+    re-parented to init, and the next master of the same server (same home and port) ends them."""
+    tag = uuid.uuid4().hex[:8]
+    config = {"server": {"request_timeout_secs": 120}, "run": {"warm_pool": {"enabled": False}}}
+    first = ServerProcess(tmp_path, config=config).start()
+    try:
+        body = {"backend": "gemini", "prompt": f"{tag} FAKE_HANG {DETACHED}"}
+        conn = http.client.HTTPConnection("127.0.0.1", first.port, timeout=60)
+        conn.request("POST", "/api/v1/prompt", json.dumps(body), {"Content-Type": "application/json"})
+        call = detached_of(fake_clis, tag)
+        os.kill(call["ppid"], signal.SIGKILL)
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.wait_exit()
+        conn.close()
+        assert alive(call["detached_pid"]) and alive(call["pid"])
+    finally:
+        first.stop()
+    second = ServerProcess(tmp_path, config=config)
+    second.port, second.url = first.port, first.url
+    with second:
+        assert wait_gone(call["detached_pid"], call["pid"], within=10), "the killed server's leftovers still run"
+        assert "processes the runs of a previous run of this server left behind" in second.stderr_text()
