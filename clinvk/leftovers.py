@@ -14,7 +14,9 @@ Where they are looked for: the gunicorn master is made a child subreaper (:func:
 what the CLIs of its workers leave behind is re-parented to it, not to init, and it reaps them (as
 gunicorn does with any child). A worker then only reads the master's children: one small file when
 nothing was left. Without such a master (``clinvk`` on the command line, an app in-process), every
-process in /proc is looked at, about 10 µs each.
+process in /proc is looked at, about 10 µs each. The master ends a dead worker's leftovers
+(:func:`end_worker`), and, as the tags name the server's run directory (:func:`set_scope`), a new
+master those of a killed predecessor (:func:`end_scope`).
 
 Not caught: a process that leaves the CLI's process tree *and* drops the variable from its environment
 (``env -i``, ``sudo`` without ``env_keep``, a daemon that overwrites its environment block to show a
@@ -91,14 +93,13 @@ def end(tag: str, pgid: int) -> int:
     run's CLI is gone; call it after the CLI was reaped and its group killed. Returns how many."""
     needle = f"{VARIABLE}={tag}\0".encode()
     deadline = time.monotonic() + GROUP_GONE_SECS
-    ended = 0
+    signalled: set[int] = set()
     while True:
-        killed = _kill_marked(needle)
-        ended += killed
+        killed = _kill_marked(needle, signalled)
         if not killed and not _group_exists(pgid):
-            return ended
+            return len(signalled)
         if time.monotonic() >= deadline:
-            return ended
+            return len(signalled)
         time.sleep(RETRY_SECS)
 
 
@@ -109,23 +110,22 @@ def end_worker(pid: int, passes: int = 3) -> int:
 
 
 def _end_everywhere(needle: bytes, passes: int) -> int:
-    ended = 0
+    signalled: set[int] = set()
     for _ in range(passes):  # a second pass for what was forked while the first one killed
-        killed = _kill_marked(needle, everywhere=True)
-        if not killed:
+        if not _kill_marked(needle, signalled, everywhere=True):
             break
-        ended += killed
-    return ended
+    return len(signalled)
 
 
-def _kill_marked(needle: bytes, everywhere: bool = False) -> int:
-    """One pass: SIGKILL each candidate whose environment holds ``needle``, with its descendants."""
+def _kill_marked(needle: bytes, signalled: set[int], everywhere: bool = False) -> int:
+    """One pass: SIGKILL each candidate whose environment holds ``needle``, with its descendants,
+    unless it is in ``signalled`` (an earlier pass's, maybe still dying); adds them there."""
     killed = 0
     own_session = os.getsid(0)
     for pid in _candidates(everywhere):
         # A CLI starts in a session of its own and nothing below it can join ours: one system call
         # spares reading the environment of the server's own processes (the other workers).
-        if _session(pid) in (own_session, None) or not _carries(pid, needle):
+        if pid in signalled or _session(pid) in (own_session, None) or not _carries(pid, needle):
             continue
         try:
             pidfd = os.pidfd_open(pid)
@@ -137,17 +137,21 @@ def _kill_marked(needle: bytes, everywhere: bool = False) -> int:
                 continue
             tree = _descendants(pid)
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            killed += 1
         except OSError:
             continue
         finally:
             os.close(pidfd)
+        signalled.add(pid)
+        killed += 1
         for child in tree:
+            if child in signalled:
+                continue
             try:
                 os.kill(child, signal.SIGKILL)
-                killed += 1
             except OSError:
-                pass
+                continue
+            signalled.add(child)
+            killed += 1
     return killed
 
 
