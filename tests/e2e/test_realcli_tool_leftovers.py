@@ -4,8 +4,8 @@ serve`, with and without the bubblewrap sandbox.
 
 Measured with the pinned CLIs (sandbox off, tool permission granted): each runs its shell tool in a
 session of its own, outside the process group clinvk ends. claude kills its tool shells when it gets
-SIGTERM but not on SIGKILL; codex (``danger-full-access``) gets its tool killed with it (a parent-death
-signal); gemini leaves them running even on SIGTERM. A command that leaves the tool's shell behind
+SIGTERM but not on SIGKILL; codex's (``danger-full-access``) dies with codex; gemini leaves them
+running even on SIGTERM. A command that leaves the tool's shell behind
 (``setsid … &``, a daemon) outlives the end of the run with all three. These tests show that it is
 gone once the run is over, whatever the CLI did.
 """
