@@ -35,6 +35,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -99,6 +100,7 @@ class CliHome:
     sandboxed: bool = False
     binds: list[str] = field(default_factory=list)  # operator files the sandbox must bind read-write
     _copied: list[tuple[Path, Path, str | None]] = field(default_factory=list)  # (operator, session, digest)
+    made: list[Path] = field(default_factory=list)  # directories made inside a throwaway home, in order
 
     @property
     def template(self) -> Template:
@@ -112,6 +114,8 @@ class CliHome:
         """The directory a run without a workdir runs in when sandboxed (the same on every turn)."""
         path = self.path / "work"
         path.mkdir(mode=0o700, exist_ok=True)
+        if self.throwaway:
+            self.made.append(path)
         return path
 
     def env(self) -> dict[str, str]:
@@ -124,11 +128,11 @@ class CliHome:
             env[name] = tmp
         return env
 
-    def attach_credentials(self, operator: Path) -> None:
+    def attach_credentials(self, operator: Path, present: "OperatorFiles") -> None:
         """Put the operator's login files into the home for this run (see the module docstring)."""
         for name, how in self.template.credentials.items():
             source, target = operator / name, self.state_dir / name
-            if not source.is_file():
+            if present.kind(name) != FILE:
                 continue
             copy = how == COPY or (how == COPY_IN_SANDBOX and self.sandboxed)
             if copy:
@@ -155,7 +159,20 @@ class CliHome:
                     log.warning("could not copy the refreshed %s back to %s: %s", target.name, source, exc)
         self._copied.clear()
         if self.throwaway:
-            shutil.rmtree(self.path, ignore_errors=True)
+            _remove_home(self.path, self.made)
+
+
+def _remove_home(path: Path, made: list[Path]) -> None:
+    """Remove a throwaway home. When the CLI left nothing in it, removing the directories it was made
+    with (deepest first) takes one call each, where ``rmtree`` opens, stats and lists every one."""
+    try:
+        for directory in reversed(made):
+            os.rmdir(directory)
+        os.rmdir(path)
+    except FileNotFoundError:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:  # not empty: the CLI wrote state (or a race); remove whatever is there
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
@@ -189,17 +206,78 @@ class _locked:
         os.close(self.fd)  # closing drops the lock
 
 
-def _copy_config(source: Path, target: Path, names: Iterable[str]) -> None:
+def _copy_config(source: Path, target: Path, names: Iterable[str], present: "OperatorFiles") -> None:
     for name in names:
+        kind = present.kind(name)
+        if kind is None:
+            continue
         src, dst = source / name, target / name
         try:
-            if src.is_dir():
+            if kind == DIR:
                 shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True,
                                 ignore=lambda _d, entries: [e for e in entries if e in SKIPPED])
-            elif src.is_file():
+            else:
                 shutil.copy2(src, dst)
         except OSError as exc:  # an unreadable extra must not stop the run; the CLI says what it misses
             log.warning("could not copy %s into a session home: %s", src, exc)
+
+
+FILE, DIR = "file", "dir"
+# A directory listing is reused only when it was taken this long after the directory last changed:
+# a change made after the listing then gives the directory a newer mtime, whatever the timestamp
+# granularity of its file system.
+LISTING_SETTLED_NS = 1_000_000_000
+
+
+class OperatorFiles:
+    """Which of the names a home is seeded with the operator's directory holds, and what each is."""
+
+    def __init__(self, entries: dict[str, str | None], directory: Path):
+        self.entries, self.directory = entries, directory
+
+    def kind(self, name: str) -> str | None:
+        """FILE, DIR or None (absent, or neither). A symlink ("link") is followed now: its target may
+        have changed without the directory changing."""
+        kind = self.entries.get(name)
+        if kind != "link":
+            return kind
+        try:
+            mode = os.stat(self.directory / name).st_mode
+        except OSError:
+            return None
+        return DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else None
+
+
+class _Listings:
+    """The entries of the operator's directories, listed again only when a directory changed: a new
+    home on every ephemeral run would otherwise probe each template name twice (~20 stat calls)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int, int], int, dict[str, str | None]]] = {}
+
+    def of(self, directory: Path) -> OperatorFiles:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return OperatorFiles({}, directory)
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        cached = self._cache.get(directory)
+        if cached is not None and cached[0] == key and cached[1] - st.st_mtime_ns > LISTING_SETTLED_NS:
+            return OperatorFiles(cached[2], directory)
+        listed_at = time.time_ns()
+        entries: dict[str, str | None] = {}
+        try:
+            with os.scandir(directory) as found:
+                for entry in found:
+                    try:
+                        entries[entry.name] = "link" if entry.is_symlink() else DIR if entry.is_dir() else \
+                            FILE if entry.is_file() else None
+                    except OSError:
+                        entries[entry.name] = None
+        except OSError:
+            return OperatorFiles({}, directory)
+        self._cache[directory] = (key, listed_at, entries)
+        return OperatorFiles(entries, directory)
 
 
 class CliHomes:
@@ -209,6 +287,7 @@ class CliHomes:
         self.root = state_dir / "homes"
         self.tmp_root = state_dir / "tmp-homes"
         self.locks = state_dir / "run" / "locks"
+        self._listings = _Listings()
 
     def path(self, session_id: str) -> Path:
         return self.root / session_id
@@ -219,26 +298,46 @@ class CliHomes:
         when ``session_id`` is None. ``legacy``: a session with turns from before per-session homes;
         without the sandbox it keeps running in the operator's home (None), where its transcript is."""
         if session_id is None:
-            self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path, throwaway = self.tmp_root / uuid.uuid4().hex, True
-        else:
-            path, throwaway = self.path(session_id), False
-            if legacy and not sandboxed and not path.exists():
-                return None
-        home = CliHome(path, backend, throwaway, sandboxed)
-        template = TEMPLATES[backend]
-        operator = template.operator_dir(operator_env)
+            return self._throwaway(backend, operator_env, sandboxed)
+        path = self.path(session_id)
+        if legacy and not sandboxed and not path.exists():
+            return None
+        home = CliHome(path, backend, False, sandboxed)
+        operator = TEMPLATES[backend].operator_dir(operator_env)
+        present = self._listings.of(operator)
         if not home.state_dir.is_dir():
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.mkdir(mode=0o700, exist_ok=True)
             (path / "tmp").mkdir(mode=0o700, exist_ok=True)
             home.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _copy_config(operator, home.state_dir, template.config)
-            if backend == "claude" and not (home.state_dir / ".claude.json").exists():
-                # Without CLAUDE_CONFIG_DIR claude keeps .claude.json in HOME, not in ~/.claude.
-                _copy_config(operator.parent, home.state_dir, (".claude.json",))
-        home.attach_credentials(operator)
+            self._seed(home, operator, present)
+        home.attach_credentials(operator, present)
         return home
+
+    def _throwaway(self, backend: str, operator_env: dict[str, str], sandboxed: bool) -> CliHome:
+        """A new home under ``tmp-homes`` (a fresh name: nothing to look for first)."""
+        home = CliHome(self.tmp_root / uuid.uuid4().hex, backend, True, sandboxed)
+        try:
+            home.path.mkdir(mode=0o700)
+        except FileNotFoundError:  # the first one (or someone removed tmp-homes)
+            self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            home.path.mkdir(mode=0o700)
+        for directory in (home.path / "tmp", home.state_dir):
+            directory.mkdir(mode=0o700)
+            home.made.append(directory)
+        operator = TEMPLATES[backend].operator_dir(operator_env)
+        present = self._listings.of(operator)
+        self._seed(home, operator, present)
+        home.attach_credentials(operator, present)
+        return home
+
+    def _seed(self, home: CliHome, operator: Path, present: OperatorFiles) -> None:
+        """Copy the operator's configuration into a new home."""
+        _copy_config(operator, home.state_dir, home.template.config, present)
+        if home.backend == "claude" and present.kind(".claude.json") is None:
+            # Without CLAUDE_CONFIG_DIR claude keeps .claude.json in HOME, not in ~/.claude.
+            in_home = OperatorFiles({".claude.json": "link"}, operator.parent)  # "link": looked at now
+            _copy_config(operator.parent, home.state_dir, (".claude.json",), in_home)
 
     def remove(self, session_id: str) -> None:
         """Delete a session's home (no error if it has none)."""

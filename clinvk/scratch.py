@@ -26,8 +26,11 @@ def scratch_root(home: str | os.PathLike[str]) -> Path:
 
 def new_scratch_dir(home: str | os.PathLike[str]) -> str:
     """A fresh, empty, private directory for one run or session."""
-    root = make_private_dirs(scratch_root(home))
-    return tempfile.mkdtemp(prefix="run-", dir=root)  # mkdtemp makes it 0700
+    root = scratch_root(home)
+    try:
+        return tempfile.mkdtemp(prefix="run-", dir=root)  # mkdtemp makes it 0700
+    except FileNotFoundError:  # the first one: make the root (and the state dir) private first
+        return tempfile.mkdtemp(prefix="run-", dir=make_private_dirs(root))
 
 
 def is_scratch(home: str | os.PathLike[str], path: str) -> bool:
@@ -37,7 +40,10 @@ def is_scratch(home: str | os.PathLike[str], path: str) -> bool:
 def remove_scratch(home: str | os.PathLike[str], path: str) -> None:
     """Remove ``path`` if it is one of clinvk's scratch dirs (a session's own workdir is never touched)."""
     if is_scratch(home, path):
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir(path)  # one call when the run left it empty, as a plain chat run does
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def prune_scratch(home: str | os.PathLike[str], store: SessionStore) -> int:

@@ -116,6 +116,58 @@ def test_throwaway_homes_go_after_the_run(tmp_path, operator):
     assert not home.path.exists()
 
 
+def test_a_throwaway_home_goes_whether_or_not_the_cli_wrote_into_it(tmp_path, operator):
+    homes = CliHomes(tmp_path / "state")
+    empty = homes.open("gemini", None, {"HOME": str(tmp_path / "nobody")}, sandboxed=False)
+    used = homes.open("claude", None, {"HOME": str(tmp_path / "nobody")}, sandboxed=False)
+    (used.state_dir / "projects" / "p").mkdir(parents=True)
+    (used.state_dir / "projects" / "p" / "t.jsonl").write_text("transcript")
+    (used.path / "tmp" / "scratch").write_text("x")
+    for home in (empty, used):
+        home.release(homes.locks)
+        assert not home.path.exists()
+    assert list((tmp_path / "state" / "tmp-homes").iterdir()) == []
+
+
+def test_new_homes_see_the_operators_config_as_it_is_now(tmp_path, operator):
+    """The operator's directory is listed once and listed again when it changes: a file added, one
+    removed, or a symlinked one whose target changed, shows in the next home."""
+    homes = CliHomes(tmp_path / "state")
+    env = {"HOME": str(operator)}
+    claude = operator / ".claude"
+    settled = claude.stat().st_mtime - 5  # as if the directory had last changed a while ago
+    os.utime(claude, (settled, settled))
+    first = homes.open("claude", None, env, sandboxed=False)
+    assert (first.state_dir / "settings.json").exists() and not (first.state_dir / "CLAUDE.md").exists()
+    (claude / "CLAUDE.md").write_text("be brief")
+    (claude / "settings.json").unlink()
+    target = tmp_path / "agents-v1"
+    target.mkdir()
+    (target / "a.md").write_text("agent")
+    (claude / "agents").symlink_to(target)
+    second = homes.open("claude", None, env, sandboxed=False)
+    assert (second.state_dir / "CLAUDE.md").read_text() == "be brief"
+    assert not (second.state_dir / "settings.json").exists()
+    assert (second.state_dir / "agents" / "a.md").read_text() == "agent"
+    os.utime(claude, (settled, settled))  # settled again, then only the symlink's target changes
+    homes.open("claude", None, env, sandboxed=False)
+    (target / "a.md").unlink()
+    target.rmdir()
+    target.write_text("now a file")
+    third = homes.open("claude", None, env, sandboxed=False)
+    assert (third.state_dir / "agents").read_text() == "now a file"
+    (operator / ".claude.json").unlink()
+    assert not (homes.open("claude", None, env, sandboxed=False).state_dir / ".claude.json").exists()
+    # A change in the same timestamp tick as a listing leaves the mtime as it was: a listing taken
+    # right after the directory changed is not trusted later.
+    (claude / "skills").mkdir()
+    changed = claude.stat().st_mtime_ns
+    homes.open("claude", None, env, sandboxed=False)
+    (claude / "output-styles").mkdir()
+    os.utime(claude, ns=(changed, changed))
+    assert (homes.open("claude", None, env, sandboxed=False).state_dir / "output-styles").is_dir()
+
+
 def test_sessions_from_before_homes_keep_the_operators_home_without_the_sandbox(tmp_path, operator):
     homes = CliHomes(tmp_path / "state")
     assert homes.open("claude", "d" * 32, {"HOME": str(operator)}, sandboxed=False, legacy=True) is None
