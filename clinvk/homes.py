@@ -4,7 +4,8 @@ its home variable names (``CLAUDE_CONFIG_DIR=<home>/.claude``, ``CODEX_HOME=<hom
 ``GEMINI_CLI_HOME=<home>``, so gemini uses ``<home>/.gemini``). A session's home is made on its first
 turn and reused on every continuation (a CLI resumes only from the home that holds its transcript);
 it goes when the session is deleted, by ``DELETE``, ``clinvk sessions delete`` or retention. Ephemeral
-runs get a throwaway home under ``<clinvk home>/tmp-homes/``, removed when the run ends.
+runs get a throwaway home under ``<clinvk home>/tmp-homes/``, removed when the run ends (or, left
+untouched, handed to the next ephemeral run: :mod:`clinvk.spare_dirs`).
 
 The operator's own CLI home — what the backend's environment names (server environment or
 ``backends.<name>.env``: ``CLAUDE_CONFIG_DIR``, ``CODEX_HOME``, ``GEMINI_CLI_HOME``; else ``~/.claude``,
@@ -42,6 +43,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
+
+from .spare_dirs import SPARES
+from .spare_dirs import remove as remove_dir
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ class CliHome:
     binds: list[str] = field(default_factory=list)  # operator files the sandbox must bind read-write
     _copied: list[tuple[Path, Path, str | None]] = field(default_factory=list)  # (operator, session, digest)
     made: list[Path] = field(default_factory=list)  # directories made inside a throwaway home, in order
+    spare_kind: tuple = ()  # a throwaway home: the kind of spare directory it may become (clinvk.spare_dirs)
 
     @property
     def template(self) -> Template:
@@ -114,7 +119,7 @@ class CliHome:
         """The directory a run without a workdir runs in when sandboxed (the same on every turn)."""
         path = self.path / "work"
         path.mkdir(mode=0o700, exist_ok=True)
-        if self.throwaway:
+        if self.throwaway and path not in self.made:
             self.made.append(path)
         return path
 
@@ -159,20 +164,9 @@ class CliHome:
                     log.warning("could not copy the refreshed %s back to %s: %s", target.name, source, exc)
         self._copied.clear()
         if self.throwaway:
-            _remove_home(self.path, self.made)
-
-
-def _remove_home(path: Path, made: list[Path]) -> None:
-    """Remove a throwaway home. When the CLI left nothing in it, removing the directories it was made
-    with (deepest first) takes one call each, where ``rmtree`` opens, stats and lists every one."""
-    try:
-        for directory in reversed(made):
-            os.rmdir(directory)
-        os.rmdir(path)
-    except FileNotFoundError:
-        shutil.rmtree(path, ignore_errors=True)
-    except OSError:  # not empty: the CLI wrote state (or a race); remove whatever is there
-        shutil.rmtree(path, ignore_errors=True)
+            subdirs = tuple(d.name for d in self.made)
+            if not SPARES.give_back(self.spare_kind, str(self.path), subdirs):  # the next run's, when untouched
+                remove_dir(str(self.path), subdirs)
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
@@ -315,16 +309,23 @@ class CliHomes:
         return home
 
     def _throwaway(self, backend: str, operator_env: dict[str, str], sandboxed: bool) -> CliHome:
-        """A new home under ``tmp-homes`` (a fresh name: nothing to look for first)."""
-        home = CliHome(self.tmp_root / uuid.uuid4().hex, backend, True, sandboxed)
-        try:
-            home.path.mkdir(mode=0o700)
-        except FileNotFoundError:  # the first one (or someone removed tmp-homes)
-            self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            home.path.mkdir(mode=0o700)
-        for directory in (home.path / "tmp", home.state_dir):
-            directory.mkdir(mode=0o700)
-            home.made.append(directory)
+        """A home under ``tmp-homes``: a spare one a run left untouched (clinvk.spare_dirs), else a new one."""
+        kind = ("home", str(self.tmp_root), backend, sandboxed)
+        spare = SPARES.take(kind)
+        if spare is not None:
+            path, subdirs = spare
+            home = CliHome(Path(path), backend, True, sandboxed, spare_kind=kind)
+            home.made = [home.path / name for name in subdirs]
+        else:
+            home = CliHome(self.tmp_root / uuid.uuid4().hex, backend, True, sandboxed, spare_kind=kind)
+            try:
+                home.path.mkdir(mode=0o700)
+            except FileNotFoundError:  # the first one (or someone removed tmp-homes)
+                self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                home.path.mkdir(mode=0o700)
+            for directory in (home.path / "tmp", home.state_dir):
+                directory.mkdir(mode=0o700)
+                home.made.append(directory)
         operator = TEMPLATES[backend].operator_dir(operator_env)
         present = self._listings.of(operator)
         self._seed(home, operator, present)

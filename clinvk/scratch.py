@@ -1,7 +1,8 @@
 """Scratch working directories for runs that name no workdir: never the server's own directory.
 
-Each lives under ``<clinvk home>/scratch`` (0700): an ephemeral run gets a fresh one that is removed
-when the run ends; a session keeps one for all its turns (a CLI resumes a conversation only from the
+Each lives under ``<clinvk home>/scratch`` (0700): an ephemeral run gets an empty one of its own that
+is removed when the run ends (or, left untouched, handed to the next ephemeral run:
+:mod:`clinvk.spare_dirs`); a session keeps one for all its turns (a CLI resumes a conversation only from the
 same directory) and loses it when the session is deleted or pruned by retention.
 """
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from .private_dirs import make_private_dirs
+from .spare_dirs import SPARES
 from .sessions import SessionStore
 
 # An unreferenced scratch dir younger than this may belong to a run still starting in another worker.
@@ -22,6 +24,20 @@ PRUNE_GRACE_SECS = 24 * 3600
 
 def scratch_root(home: str | os.PathLike[str]) -> Path:
     return Path(home) / "scratch"
+
+
+def take_scratch_dir(home: str | os.PathLike[str]) -> str:
+    """An empty, private directory for one ephemeral run: a spare one a run left untouched
+    (:mod:`clinvk.spare_dirs`), else a new one. Give it back with :func:`release_scratch_dir`."""
+    spare = SPARES.take(("scratch", str(home)))
+    return spare[0] if spare is not None else new_scratch_dir(home)
+
+
+def release_scratch_dir(home: str | os.PathLike[str], path: str) -> None:
+    """An ephemeral run's scratch directory after the run: kept for the next one when the run left it
+    empty, else removed."""
+    if is_scratch(home, path) and not SPARES.give_back(("scratch", str(home)), path):
+        remove_scratch(home, path)
 
 
 def new_scratch_dir(home: str | os.PathLike[str]) -> str:
