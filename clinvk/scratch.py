@@ -8,6 +8,7 @@ same directory) and loses it when the session is deleted or pruned by retention.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -50,7 +51,17 @@ def new_scratch_dir(home: str | os.PathLike[str]) -> str:
 
 
 def is_scratch(home: str | os.PathLike[str], path: str) -> bool:
-    return bool(path) and Path(path).parent == scratch_root(home)
+    if not path:
+        return False
+    head, _, name = path.rpartition("/")
+    if name not in ("", ".") and head == _root_text(home):  # as new_scratch_dir makes them: no Path needed
+        return True
+    return Path(path).parent == scratch_root(home)
+
+
+@functools.lru_cache(maxsize=64)
+def _root_text(home: str | os.PathLike[str]) -> str:
+    return str(scratch_root(home))
 
 
 def remove_scratch(home: str | os.PathLike[str], path: str) -> None:
