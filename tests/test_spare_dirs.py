@@ -83,15 +83,38 @@ def _fifo_in_subdir(path: Path) -> None:
     os.mkfifo(path / "tmp" / "pipe")
 
 
-@pytest.mark.parametrize("change", [_file_in_top, _file_in_subdir, _empty_file_in_subdir, _extra_subdir,
-                                    _nested_subdir, _subdir_made_a_symlink, _subdir_removed, _top_opened_up,
-                                    _subdir_opened_up, _attribute_on_subdir, _fifo_in_subdir])
+CHANGES = [_file_in_top, _file_in_subdir, _empty_file_in_subdir, _extra_subdir, _nested_subdir, _subdir_made_a_symlink,
+           _subdir_removed, _top_opened_up, _subdir_opened_up, _attribute_on_subdir, _fifo_in_subdir]
+
+
+@pytest.mark.parametrize("change", CHANGES)
 def test_a_directory_a_run_changed_in_any_way_is_not_kept(tmp_path, change):
     spares = SpareDirs()
     path = made(tmp_path)
     change(path)
     assert not spares.give_back("home", str(path), ("tmp", ".claude"))
     assert spares.take("home") is None and spares.held() == set()
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_directory_found_untouched_long_enough_is_checked_by_its_ctime_which_any_change_moves(tmp_path, change,
+                                                                                                monkeypatch):
+    """Found untouched twice, settle_secs apart, with the same ctimes: from then on an lstat of each
+    directory replaces the listing, and still nothing a run changes gets through."""
+    spares = SpareDirs(settle_secs=0)
+    path = made(tmp_path)
+    time.sleep(0.05)  # past any timestamp granularity of the file system since the directories were made
+    for _ in range(2):  # two full checks with the same stamps: settled
+        assert spares.give_back("home", str(path), ("tmp", ".claude"))
+        assert spares.take("home") == (str(path), ("tmp", ".claude"))
+    listed = []
+    monkeypatch.setattr("clinvk.spare_dirs.untouched", lambda *a: listed.append(a))
+    assert spares.give_back("home", str(path), ("tmp", ".claude")) and listed == []  # the lstat path
+    assert spares.take("home") == (str(path), ("tmp", ".claude"))
+    monkeypatch.undo()
+    change(path)
+    assert not spares.give_back("home", str(path), ("tmp", ".claude"))
+    assert spares.take("home") is None
 
 
 def test_old_directories_are_not_kept_nor_handed_out(tmp_path):
