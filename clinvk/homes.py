@@ -32,6 +32,7 @@ way); API-key variables (``ANTHROPIC_API_KEY``, ``CODEX_API_KEY``/provider ``env
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -104,14 +105,14 @@ class CliHome:
     sandboxed: bool = False
     binds: list[str] = field(default_factory=list)  # operator files the sandbox must bind read-write
     _copied: list[tuple[Path, Path, str | None]] = field(default_factory=list)  # (operator, session, digest)
-    made: list[Path] = field(default_factory=list)  # directories made inside a throwaway home, in order
+    made: list[str] = field(default_factory=list)  # a throwaway home's subdirectories (names), as made
     spare_kind: tuple = ()  # a throwaway home: the kind of spare directory it may become (clinvk.spare_dirs)
 
     @property
     def template(self) -> Template:
         return TEMPLATES[self.backend]
 
-    @property
+    @functools.cached_property
     def state_dir(self) -> Path:
         return self.path / self.template.state_dir
 
@@ -119,16 +120,15 @@ class CliHome:
         """The directory a run without a workdir runs in when sandboxed (the same on every turn)."""
         path = self.path / "work"
         path.mkdir(mode=0o700, exist_ok=True)
-        if self.throwaway and path not in self.made:
-            self.made.append(path)
+        if self.throwaway and path.name not in self.made:
+            self.made.append(path.name)
         return path
 
     def env(self) -> dict[str, str]:
         """The variables that put the CLI in this home (merged over the backend's environment)."""
-        template = self.template
-        tmp = "/tmp" if self.sandboxed else str(self.path / "tmp")  # the sandbox has a private /tmp
-        env = {"HOME": str(self.path), "TMPDIR": tmp,
-               template.variable: str(self.path / template.subdir) if template.subdir else str(self.path)}
+        template, home = self.template, str(self.path)
+        tmp = "/tmp" if self.sandboxed else f"{home}/tmp"  # the sandbox has a private /tmp
+        env = {"HOME": home, "TMPDIR": tmp, template.variable: f"{home}/{template.subdir}" if template.subdir else home}
         for name in template.extra_env:
             env[name] = tmp
         return env
@@ -136,9 +136,9 @@ class CliHome:
     def attach_credentials(self, operator: Path, present: "OperatorFiles") -> None:
         """Put the operator's login files into the home for this run (see the module docstring)."""
         for name, how in self.template.credentials.items():
-            source, target = operator / name, self.state_dir / name
             if present.kind(name) != FILE:
                 continue
+            source, target = operator / name, self.state_dir / name
             copy = how == COPY or (how == COPY_IN_SANDBOX and self.sandboxed)
             if copy:
                 if target.is_symlink():
@@ -164,7 +164,7 @@ class CliHome:
                     log.warning("could not copy the refreshed %s back to %s: %s", target.name, source, exc)
         self._copied.clear()
         if self.throwaway:
-            subdirs = tuple(d.name for d in self.made)
+            subdirs = tuple(self.made)
             if not SPARES.give_back(self.spare_kind, str(self.path), subdirs):  # the next run's, when untouched
                 remove_dir(str(self.path), subdirs)
 
@@ -282,6 +282,8 @@ class CliHomes:
         self.tmp_root = state_dir / "tmp-homes"
         self.locks = state_dir / "run" / "locks"
         self._listings = _Listings()
+        self._tmp_root_text = str(self.tmp_root)
+        self._operators: dict[tuple, Path] = {}
 
     def path(self, session_id: str) -> Path:
         return self.root / session_id
@@ -297,7 +299,7 @@ class CliHomes:
         if legacy and not sandboxed and not path.exists():
             return None
         home = CliHome(path, backend, False, sandboxed)
-        operator = TEMPLATES[backend].operator_dir(operator_env)
+        operator = self._operator_dir(backend, operator_env)
         present = self._listings.of(operator)
         if not home.state_dir.is_dir():
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -310,12 +312,11 @@ class CliHomes:
 
     def _throwaway(self, backend: str, operator_env: dict[str, str], sandboxed: bool) -> CliHome:
         """A home under ``tmp-homes``: a spare one a run left untouched (clinvk.spare_dirs), else a new one."""
-        kind = ("home", str(self.tmp_root), backend, sandboxed)
+        kind = ("home", self._tmp_root_text, backend, sandboxed)
         spare = SPARES.take(kind)
         if spare is not None:
             path, subdirs = spare
-            home = CliHome(Path(path), backend, True, sandboxed, spare_kind=kind)
-            home.made = [home.path / name for name in subdirs]
+            home = CliHome(Path(path), backend, True, sandboxed, made=list(subdirs), spare_kind=kind)
         else:
             home = CliHome(self.tmp_root / uuid.uuid4().hex, backend, True, sandboxed, spare_kind=kind)
             try:
@@ -325,12 +326,21 @@ class CliHomes:
                 home.path.mkdir(mode=0o700)
             for directory in (home.path / "tmp", home.state_dir):
                 directory.mkdir(mode=0o700)
-                home.made.append(directory)
-        operator = TEMPLATES[backend].operator_dir(operator_env)
+                home.made.append(directory.name)
+        operator = self._operator_dir(backend, operator_env)
         present = self._listings.of(operator)
         self._seed(home, operator, present)
         home.attach_credentials(operator, present)
         return home
+
+    def _operator_dir(self, backend: str, env: dict[str, str]) -> Path:
+        """TEMPLATES[backend].operator_dir(env), remembered for the variables it depends on."""
+        template = TEMPLATES[backend]
+        key = (backend, env.get("HOME"), env.get(template.variable))
+        found = self._operators.get(key)
+        if found is None:
+            found = self._operators[key] = template.operator_dir(env)
+        return found
 
     def _seed(self, home: CliHome, operator: Path, present: OperatorFiles) -> None:
         """Copy the operator's configuration into a new home."""
