@@ -9,6 +9,7 @@ tenant is named after its short SHA-256 id).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ LINE = ("request method=%s path=%s route=%s status=%s bytes=%s duration_ms=%.1f 
         "request_id=%s worker=%d")
 
 
+@functools.lru_cache(maxsize=4096)  # methods, routes, clients and tenants repeat
 def _quote(value: str) -> str:
     """logfmt value: bare when safe, else a JSON string (a path can hold anything, newlines too)."""
     if value and BARE.fullmatch(value):
