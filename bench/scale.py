@@ -1,8 +1,9 @@
-"""Scale-out costs: what the PostgreSQL store adds to a turn over SQLite, and the archive of a
-session's CLI home (size after 1 and 5 turns with the genuine CLIs, time to pack and to restore).
+"""Scale-out costs: what the PostgreSQL store adds to a turn over SQLite, what a tenant's run slot
+costs in Redis over the host's lock files, and the archive of a session's CLI home (size after 1 and
+5 turns with the genuine CLIs, time to pack and to restore).
 
-Starts its own PostgreSQL (as tests/services.py does); needs the pinned CLIs for the archive part
-(``bash scripts/install-clis.sh``).
+Starts its own PostgreSQL and Redis (as tests/services.py does); needs the pinned CLIs for the
+archive part (``bash scripts/install-clis.sh``).
 
     python3 bench/scale.py [--turns 200] [--skip-archives]
 """
@@ -19,10 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from clinvk.cluster_gate import RedisGate, redis_client  # noqa: E402
 from clinvk.events import TokenUsage  # noqa: E402
+from clinvk.gate import SharedGate  # noqa: E402
 from clinvk.sessions import SqliteSessionStore, archive  # noqa: E402
 from clinvk.sessions.postgresql import PostgresSessionStore  # noqa: E402
-from tests.services import PostgresServer  # noqa: E402
+from tests.services import PostgresServer, running_redis  # noqa: E402
 
 
 def ms(seconds: float) -> str:
@@ -55,6 +58,32 @@ def bench_store(store, turns: int, payload: bytes | None) -> list[float]:
         store_turn(store, session.id, payload)
         times.append(time.perf_counter() - start)
     return times
+
+
+def bench_gate(gate, runs: int) -> list[float]:
+    """Take and give back one run slot, ``runs`` times."""
+    times = []
+    for _ in range(10 + runs):
+        start = time.perf_counter()
+        gate.acquire()
+        gate.release()
+        times.append(time.perf_counter() - start)
+    return times[10:]
+
+
+def bench_gates(tmp: Path, runs: int) -> dict[str, list[float]]:
+    host = SharedGate(4, 0, 0, tmp / "gate")
+    with running_redis(tmp) as url:
+        cluster = RedisGate(redis_client(url), "bench", 4, 0, 0, lease_secs=30,
+                            fallback=SharedGate(4, 0, 0, tmp / "fallback"), label="bench")
+        return {"host (lock files)": bench_gate(host, runs), "cluster (Redis)": bench_gate(cluster, runs)}
+
+
+def report(title: str, results: dict[str, list[float]]) -> None:
+    print(title)
+    for name, times in results.items():
+        q = statistics.quantiles(times, n=20)
+        print(f"  {name:22} median {ms(statistics.median(times))}  p95 {ms(q[18])}")
 
 
 def bench_archives(tmp: Path) -> None:
@@ -111,14 +140,14 @@ def main() -> None:
             results = {"sqlite": bench_store(sqlite, args.turns, None),
                        "postgresql": bench_store(pg, args.turns, None),
                        "postgresql + archive": bench_store(pg, args.turns, payload)}
-            print(f"store calls of one continued turn ({args.turns} turns, loopback PostgreSQL 15, fsync off)")
-            for name, times in results.items():
-                q = statistics.quantiles(times, n=20)
-                print(f"  {name:22} median {ms(statistics.median(times))}  p95 {ms(q[18])}")
+            report(f"store calls of one continued turn ({args.turns} turns, loopback PostgreSQL 15, fsync off)",
+                   results)
             pg.close()
             sqlite.close()
         finally:
             server.stop()
+        report(f"a tenant's run slot taken and given back ({args.turns} runs, loopback Redis)",
+               bench_gates(tmp, args.turns))
         if not args.skip_archives:
             bench_archives(tmp)
 

@@ -313,22 +313,33 @@ class SharedGate(Gate):
 
 
 class TenantGates:
-    """One gate per tenant whose cap is below the server's, made on first use by ``make(name, limit)``."""
+    """Each tenant's gate, made on first use.
 
-    def __init__(self, make: Callable[[str, int], Gate], server_limit: int):
+    ``make(name, limit)`` makes the gate of a tenant whose cap is below the server's (only the server's
+    gate applies otherwise). With ``make_cluster(name, cap)``, a tenant whose cap is set in the config
+    gets that gate instead: its cap counts across hosts (:mod:`clinvk.cluster_gate`)."""
+
+    def __init__(self, make: Callable[[str, int], Gate], server_limit: int,
+                 make_cluster: Callable[[str, int], Gate] | None = None):
         self.make = make
+        self.make_cluster = make_cluster
         self.server_limit = server_limit
-        self._gates: dict[tuple[str, int], Gate] = {}
+        self._gates: dict[tuple[str, str, int], Gate] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str, limit: int) -> Gate | None:
-        """The tenant's gate; None when its cap is the server's own (the server's gate is enough)."""
-        if limit >= self.server_limit:
+    def get(self, name: str, limit: int, configured: int = 0) -> Gate | None:
+        """The tenant's gate for its cap on this host (``limit``) and as configured; None when the
+        server's gate is enough."""
+        if self.make_cluster is not None and configured > 0:
+            key, make = ("cluster", name, configured), self.make_cluster
+        elif limit < self.server_limit:
+            key, make = ("host", name, limit), self.make
+        else:
             return None
         with self._lock:
-            gate = self._gates.get((name, limit))
+            gate = self._gates.get(key)
             if gate is None:
-                gate = self._gates[(name, limit)] = self.make(name, limit)
+                gate = self._gates[key] = make(name, key[2])
             return gate
 
 

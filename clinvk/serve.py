@@ -20,8 +20,9 @@ log = logging.getLogger("clinvk.serve")
 
 BANNER = """clinvk API server starting on http://{host}:{port}
 Available endpoints:
-  Custom API: /api/v1/prompt, /api/v1/parallel, /api/v1/chain, /api/v1/compare
-  OpenAI: /openai/v1/models, /openai/v1/chat/completions
+  Custom API: /api/v1/prompt, /api/v1/parallel, /api/v1/chain, /api/v1/compare, /api/v1/jobs,
+              /api/v1/sessions, /api/v1/backends
+  OpenAI: /openai/v1/models, /openai/v1/chat/completions, /openai/v1/responses
   Anthropic: /anthropic/v1/messages
   Docs: /openapi.json, /docs
   Health: /health
@@ -128,13 +129,14 @@ def run(config: Config) -> int:
     prepare_metrics_dir(config)
     from .sandbox import SandboxUnavailable
     from .sandbox import resolve as resolve_sandbox
+    from .cluster_gate import counts_in_redis
     from .server.http.ratelimit import RateLimitConfigError, check_storage_uri
     try:
         sandbox = resolve_sandbox(config.run.sandbox)  # probed once here; the workers inherit the answer
         # Loaded once here, so a gopass failure stops the server with one clear line, and the
         # workers inherit the keys instead of each running gopass.
         api_keys = ApiKeys.from_config(config)
-        if config.server.rate_limit_enabled:
+        if config.server.rate_limit_enabled or counts_in_redis(config):  # tenants' run quotas use it too
             check_storage_uri(config.server.rate_limit_storage_uri)
         warnings = startup_warnings(config)
     except (ApiKeyError, RateLimitConfigError, ConfigError, SandboxUnavailable) as exc:

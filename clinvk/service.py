@@ -116,7 +116,8 @@ class Service:
         """The gate of this service's tenant, or None when only the server's gate applies."""
         if self.tenant_gates is None:
             return None
-        return self.tenant_gates.get(self.tenant.name, self.tenant.max_concurrent_runs)
+        tenant = self.tenant
+        return self.tenant_gates.get(tenant.name, tenant.max_concurrent_runs, tenant.configured_max_runs)
 
     # -- backends --------------------------------------------------------------------------------
 

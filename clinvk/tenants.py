@@ -10,7 +10,9 @@ What a tenant owns and is limited by:
 - sessions: each belongs to the tenant that created it (the store's ``owner``); an admin sees all;
 - ``allowed_workdir_prefixes``: narrows the server's own list (both must allow a workdir);
 - ``max_concurrent_runs``: its share of the server's run slots; 0 means half of them (at least 1)
-  when several tenants exist, so one key can never take every slot, and all of them otherwise;
+  when several tenants exist, so one key can never take every slot, and all of them otherwise. A
+  cap set in the config counts across all hosts when limits live in Redis (:mod:`clinvk.cluster_gate`);
+  the default share is a share of one host's slots and counts per host;
 - ``rate_limit_rps``/``rate_limit_burst``: its own request rate (0: the server's).
 """
 
@@ -30,7 +32,8 @@ class Tenant:
     name: str
     admin: bool = False
     allowed_workdir_prefixes: tuple[str, ...] = ()
-    max_concurrent_runs: int = 0  # the effective cap, always > 0 (see Tenants.get)
+    max_concurrent_runs: int = 0  # the effective cap on one host, always > 0 (see Tenants.get)
+    configured_max_runs: int = 0  # tenants.<name>.max_concurrent_runs as set (0: the default share)
     rate_limit_rps: int = 0  # the effective rate; 0 = not limited
     rate_limit_burst: int = 0
 
@@ -89,4 +92,5 @@ class Tenants:
         rps = settings.rate_limit_rps or (server.rate_limit_rps if server.rate_limit_enabled else 0)
         burst = settings.rate_limit_burst or server.rate_limit_burst
         return Tenant(name, admin=settings.admin, allowed_workdir_prefixes=tuple(settings.allowed_workdir_prefixes),
-                      max_concurrent_runs=min(cap, slots), rate_limit_rps=rps, rate_limit_burst=burst)
+                      max_concurrent_runs=min(cap, slots), configured_max_runs=settings.max_concurrent_runs,
+                      rate_limit_rps=rps, rate_limit_burst=burst)

@@ -3,6 +3,7 @@
 
     def test_x(postgres_db):        # a fresh, empty database of its own: "postgresql://…/t_3f2a…"
     def test_y(redis_service):      # "redis://127.0.0.1:PORT/0", shared: tests use their own key prefixes
+    def test_z(redis_server):       # a Redis of the test's own, empty
 
 PostgreSQL refuses to run as root, so when the tests run as root (CI does) the server runs as the
 ``postgres`` user the Debian package creates, in a directory under /tmp that user owns.
@@ -18,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -100,13 +102,13 @@ def postgres_db(postgres_server) -> str:
     return postgres_server.create_database()
 
 
-@pytest.fixture(scope="session")
-def redis_service(tmp_path_factory) -> Iterator[str]:
+@contextmanager
+def running_redis(workdir: Path) -> Iterator[str]:
+    """A redis-server on a free 127.0.0.1 port with its files in ``workdir``; yields its URI."""
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.fail("redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis-service")
     proc = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                              "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=workdir)
@@ -125,3 +127,19 @@ def redis_service(tmp_path_factory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_service(tmp_path_factory) -> Iterator[str]:
+    """One Redis for the whole test session."""
+    with running_redis(tmp_path_factory.mktemp("redis-service")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[str]:
+    """A Redis of this test's own, empty: for tests that count every key in it."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    with running_redis(workdir) as url:
+        yield url

@@ -150,3 +150,37 @@ def test_a_host_killed_during_a_turn_blocks_its_session_until_the_lease_expires(
         assert session.backend_session_id == first["backend_session_id"]
         resumed = [c for c in fake_clis.calls() if c.get("prompt") == "three"]
         assert resumed and first["backend_session_id"] in resumed[-1]["argv"]
+
+
+def test_a_tenants_run_quota_holds_across_hosts_and_a_dead_hosts_slot_comes_back(
+        fake_clis, postgres_db, redis_service, tmp_path):
+    name, key, lease = "q" + secrets.token_hex(4), "k" + secrets.token_hex(16), 3
+    config = {"server": {"max_queued_runs": 0, "quota_lease_secs": lease},
+              "tenants": {name: {"max_concurrent_runs": 2}}}
+    headers = {"X-Api-Key": key, "Content-Type": "application/json"}
+    with Cluster(tmp_path, postgres_db, redis_service, config=config, env={"CLINVK_API_KEYS": f"{name}:{key}"},
+                 nginx=False) as cluster:
+        one, two, three = cluster.hosts
+        tags = [secrets.token_hex(8) for _ in range(2)]
+        running = []
+        for host, tag in zip((one, two), tags):  # one run on each of two hosts: the tenant's two slots
+            conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=120)
+            conn.request("POST", "/api/v1/prompt", json.dumps({"backend": "claude", "prompt": f"{HANG} {tag}"}),
+                         headers)
+            running.append(conn)
+        assert wait_for(lambda: all(cli_started(fake_clis, t) for t in tags), within=60)
+        refused = three.post("/api/v1/prompt", {"backend": "claude", "prompt": "third"}, headers={"X-Api-Key": key})
+        assert refused.status_code == 429, refused.text  # host three has slots of its own; the tenant has none
+        assert f"(tenants.{name}.max_concurrent_runs)" in refused.json()["detail"]
+        assert int(refused.headers["Retry-After"]) >= 1
+
+        cli = cli_started(fake_clis, tags[0])
+        for pid in (one.proc.pid, cli["ppid"], cli["pid"]):  # host one dies with its run: no release
+            os.kill(pid, signal.SIGKILL)
+        one.proc.wait(30)
+        running[0].close()
+        # Its slot's lease runs out, then the tenant may run again.
+        assert wait_for(lambda: three.post("/api/v1/prompt", {"backend": "claude", "prompt": "after"},
+                                           headers={"X-Api-Key": key}).status_code == 200,
+                        within=lease * 6, step=0.5)
+        running[1].close()

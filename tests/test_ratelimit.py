@@ -4,8 +4,6 @@ gate (run slots shared by every worker through flock'ed files)."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -17,12 +15,9 @@ import pytest
 from clinvk.gate import ConcurrencyGate, GateFull, SharedGate
 from clinvk.server.http.ratelimit import RateLimitConfigError, limit_for
 
-try:
-    from tests.helpers import wait_for
-    from tests.server_process import ServerProcess, free_port
-except ImportError:  # pragma: no cover
-    from helpers import wait_for
-    from server_process import ServerProcess, free_port
+from tests.helpers import wait_for
+from tests.server_process import ServerProcess, free_port
+from tests.services import redis_server  # noqa: F401 (fixture)
 
 KEY1, KEY2 = "sk-rl-one-0123456789", "sk-rl-two-0123456789"
 
@@ -150,34 +145,6 @@ def test_an_unusable_storage_uri_is_a_clear_startup_error(make_app):
 
 
 # ----------------------------------------------------------------------------- a real Redis
-
-@pytest.fixture
-def redis_server(tmp_path):
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)")
-    port = free_port()
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    proc = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                             "no", "--dir", str(workdir), "--protected-mode", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
-
-    def ready() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    try:
-        assert wait_for(ready, within=20), "redis-server did not start"
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
 
 def spread(server, count: int, headers: dict | None = None, path="/api/v1/backends") -> list[int]:
     """``count`` concurrent GETs, each on its own connection, so gunicorn's workers share them."""

@@ -115,3 +115,16 @@ def test_version(env):
     proc = clinvk("version", env=env)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0 and out.startswith("clinvk ")
+
+
+def test_start_banner_lists_every_endpoint_of_the_three_apis(app):
+    import re
+
+    from clinvk.serve import BANNER
+    listed = set(re.findall(r"(?<![:/\w])/[\w/.]+", BANNER))  # paths, not the URL in the first line
+    rules = {rule.rule for rule in app.url_map.iter_rules()}
+    assert listed <= rules, listed - rules  # nothing listed that does not exist
+    # Every endpoint of the three API styles without a path parameter is listed (not the aliases).
+    main = {r for r in rules if r.startswith(("/api/v1/", "/openai/v1/", "/anthropic/v1/"))
+            and "<" not in r and r != "/anthropic/v1/v1/messages"}
+    assert main <= listed, main - listed

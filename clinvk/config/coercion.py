@@ -206,6 +206,7 @@ _RULES: dict[str, _Rule] = {
     "jobs.max_active_per_tenant": _at_least(1),
     "jobs.heartbeat_secs": _positive("a number"),
     "server.shutdown_grace_secs": _at_least(0),
+    "server.quota_lease_secs": _positive("a number"),
     "run.sandbox": _one_of(SANDBOX_CHOICES),
     "tenants.*.key_sha256": _Rule("a SHA-256 digest: 64 lowercase hex characters (clinvk keys add writes it)",
                                   lambda v: v == "" or bool(re.fullmatch(r"[0-9a-f]{64}", v))),

@@ -128,6 +128,8 @@ class ServerConfig:
     max_queued_runs: int = 64
     queue_timeout_secs: float = 30.0
     shutdown_grace_secs: int = 10  # on SIGTERM, runs may finish this long before their CLIs are ended
+    # With limits in Redis: a host renews its tenants' run slots every third of this; a dead host's expire after it.
+    quota_lease_secs: float = 30.0
 
 
 @dataclass

@@ -9,6 +9,7 @@ import time
 from flask import Flask
 
 from ..apikeys import ApiKeys
+from ..cluster_gate import RedisGate, counts_in_redis, redis_client
 from ..config import Config, load_config
 from ..gate import SharedGate, TenantGates, tenant_label
 from ..jobs.runner import JobRunner
@@ -52,14 +53,25 @@ def start_jobs(service: Service) -> JobRunner:
 
 
 def tenant_gates(config: Config) -> TenantGates:
-    """Each tenant's share of the run slots, shared by all workers like the server's gate."""
+    """Each tenant's share of the run slots, shared by all workers like the server's gate; with limits in
+    Redis, a cap set in the config counts across hosts."""
     server = config.server
 
     def make(name: str, limit: int) -> SharedGate:
         return SharedGate(limit, server.max_queued_runs, server.queue_timeout_secs,
                           gate_dir(config).parent / "tenants" / name / str(limit), label=tenant_label(name))
 
-    return TenantGates(make, server.max_concurrent_runs)
+    if not counts_in_redis(config):
+        return TenantGates(make, server.max_concurrent_runs)
+    client = redis_client(server.rate_limit_storage_uri)
+
+    def make_cluster(name: str, limit: int) -> RedisGate:
+        # Without Redis, the cap counts among this host's workers: never more than the host's slots.
+        fallback = make(name, min(limit, server.max_concurrent_runs))
+        return RedisGate(client, name, limit, server.max_queued_runs, server.queue_timeout_secs,
+                         lease_secs=server.quota_lease_secs, fallback=fallback, label=tenant_label(name))
+
+    return TenantGates(make, server.max_concurrent_runs, make_cluster)
 
 
 def create_app(config: Config | None = None, *, store: SessionStore | None = None,

@@ -26,12 +26,15 @@ from ..events import TokenUsage
 from .model import (DEFAULT_OWNER, TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id,
                     check_lookup, check_status, derive_title, utc_now)
 from .postgresql_records import RECORDS_MIGRATION, PostgresRecords
+from .queries import RESUMABLE, id_prefix, matching
 from .store import SessionStore, TurnLease
 
 DEFAULT_POOL_SIZE = 4
 CONNECT_TIMEOUT_SECS = 10
 # Any constant both hosts agree on: pg_advisory_xact_lock takes a bigint key ("clinvk" in ASCII).
 _MIGRATION_LOCK = 0x636C696E766B
+
+MARK = "%s"  # the driver's placeholder
 
 # Version → the statements that bring the schema from the previous version to this one. Append only.
 MIGRATIONS: dict[int, list[str]] = {
@@ -149,16 +152,13 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
 
     def _resolve(self, conn: Any, id_or_prefix: str, owner: str | None, *, lock: bool = False) -> dict[str, Any]:
         prefix = check_lookup(id_or_prefix)
-        # Every id starting with `prefix` sorts between `prefix` and `prefix + "g"` (byte order).
-        where, args = "id >= %s AND id < %s", (prefix, prefix + "g")
-        if owner is not None:
-            where, args = where + " AND owner = %s", (*args, owner)
-        rows = conn.execute(f"SELECT * FROM sessions WHERE {where} ORDER BY id LIMIT 2"
+        where, args = id_prefix(MARK, prefix, owner)
+        rows = conn.execute(f"SELECT * FROM sessions{where} ORDER BY id LIMIT 2"
                             + (" FOR UPDATE" if lock else ""), args).fetchall()
         if not rows:
             raise SessionNotFound(f"no session found with id or prefix {prefix!r}")
         if len(rows) > 1 and rows[0]["id"] != prefix:
-            n = conn.execute(f"SELECT COUNT(*) AS n FROM sessions WHERE {where}", args).fetchone()["n"]
+            n = conn.execute(f"SELECT COUNT(*) AS n FROM sessions{where}", args).fetchone()["n"]
             raise AmbiguousSession(f"ambiguous prefix {prefix!r}: matches {n} sessions")
         return rows[0]
 
@@ -226,10 +226,7 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
 
     def list(self, *, backend: str | None = None, status: str | None = None, owner: str | None = None,
              limit: int = 100, offset: int = 0) -> tuple[list[Session], int]:
-        filters = (("backend", backend), ("status", status), ("owner", owner))
-        where = [f"{col} = %s" for col, val in filters if val]
-        args: list[Any] = [val for _, val in filters if val]
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = matching(MARK, backend=backend or None, status=status or None, owner=owner or None)
         with self._connection() as conn:
             # One snapshot for the page and its total, as SQLite's read transaction gives.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -269,18 +266,9 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
 
     def latest_resumable(self, *, backend: str | None = None, working_dir: str | None = None,
                          owner: str | None = None) -> Session | None:
-        where, args = ["backend_session_id IS NOT NULL", "backend_session_id != ''"], []
-        if owner is not None:
-            where.append("owner = %s")
-            args.append(owner)
-        if backend:
-            where.append("backend = %s")
-            args.append(backend)
-        if working_dir is not None:
-            where.append("working_dir = %s")
-            args.append(working_dir)
+        where, args = matching(MARK, RESUMABLE, owner=owner, backend=backend or None, working_dir=working_dir)
         with self._connection() as conn:
-            row = conn.execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
+            row = conn.execute(f"SELECT * FROM sessions{where}"
                                " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
         return row_to_session(row) if row else None
 

@@ -16,6 +16,7 @@ from typing import Any
 from ..jobs.model import ACTIVE, FINISHED, Job, JobLimit, JobNotFound, QUEUED
 from ..jobs.store import JobStore
 from .model import utc_now
+from .queries import matching
 from .responses import ResponseNotFound, ResponseStore, StoredResponse
 
 RECORDS_MIGRATION = [
@@ -33,6 +34,8 @@ RECORDS_MIGRATION = [
         id TEXT COLLATE "C" PRIMARY KEY, owner TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
         created_at TIMESTAMPTZ NOT NULL, body TEXT NOT NULL)""",
 ]
+
+MARK = "%s"  # the driver's placeholder
 
 _JSON_FIELDS = ("result",)
 _UPDATABLE = {"status", "started_at", "finished_at", "session_id", "error", "result", "cancel_requested"}
@@ -87,12 +90,7 @@ class PostgresRecords(JobStore, ResponseStore):
 
     def list_jobs(self, owner: str, *, status: str | None = None, kind: str | None = None, limit: int = 100,
                   offset: int = 0) -> tuple[list[Job], int]:
-        where, args = ["owner = %s"], [owner]
-        for column, value in (("status", status), ("kind", kind)):
-            if value:
-                where.append(f"{column} = %s")
-                args.append(value)
-        clause = " WHERE " + " AND ".join(where)
+        clause, args = matching(MARK, owner=owner, status=status or None, kind=kind or None)
         with self._connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             rows = conn.execute(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",

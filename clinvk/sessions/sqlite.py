@@ -17,17 +17,20 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ..events import TokenUsage
 from ..private_dirs import make_private_dirs
 from .model import (DEFAULT_OWNER, TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id,
                     check_lookup, check_status, derive_title, format_time, parse_time, utc_now)
+from .queries import RESUMABLE, id_prefix, matching
 from .sqlite_records import SCHEMA as RECORDS_SCHEMA, SqliteRecords
 from .store import SessionStore, TurnLease
 
 SCHEMA_VERSION = 1  # stored in PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT_MS = 15_000  # wait this long for another process's write lock before "database is locked"
+
+MARK = "?"  # the driver's placeholder
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -162,16 +165,12 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
 
     def _resolve(self, conn: sqlite3.Connection, id_or_prefix: str, owner: str | None) -> sqlite3.Row:
         prefix = check_lookup(id_or_prefix)
-        # A range on the primary key uses its index (LIKE would not: it is case-insensitive); every
-        # id starting with `prefix` sorts between `prefix` and `prefix + "g"` as 'g' > 'f' > '9'.
-        where, args = "id >= ? AND id < ?", (prefix, prefix + "g")
-        if owner is not None:
-            where, args = where + " AND owner = ?", (*args, owner)
-        rows = conn.execute(f"SELECT * FROM sessions WHERE {where} ORDER BY id LIMIT 2", args).fetchall()
+        where, args = id_prefix(MARK, prefix, owner)
+        rows = conn.execute(f"SELECT * FROM sessions{where} ORDER BY id LIMIT 2", args).fetchall()
         if not rows:
             raise SessionNotFound(f"no session found with id or prefix {prefix!r}")
         if len(rows) > 1 and rows[0]["id"] != prefix:
-            n = conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {where}", args).fetchone()[0]
+            n = conn.execute(f"SELECT COUNT(*) FROM sessions{where}", args).fetchone()[0]
             raise AmbiguousSession(f"ambiguous prefix {prefix!r}: matches {n} sessions")
         return rows[0]
 
@@ -248,10 +247,7 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
              limit: int = 100, offset: int = 0) -> tuple[list[Session], int]:
         """One page of sessions, newest last_used first, and the total number matching the filters.
         Filters are exact matches (None or "" = no filter); limit <= 0 means no limit."""
-        filters = (("backend", backend), ("status", status), ("owner", owner))
-        where = [f"{col} = ?" for col, val in filters if val]
-        args: list[Any] = [val for _, val in filters if val]
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = matching(MARK, backend=backend or None, status=status or None, owner=owner or None)
         with self._read() as conn:
             page = (*args, limit if limit > 0 else -1, max(offset, 0))
             rows = conn.execute(f"SELECT * FROM sessions{clause} ORDER BY last_used DESC, id DESC"
@@ -293,17 +289,8 @@ class SqliteSessionStore(SqliteRecords, SessionStore):
                          owner: str | None = None) -> Session | None:
         """The most recently used session that has a backend_session_id (so the CLI can resume it),
         optionally only for this backend, exactly this working_dir and/or this owner; None if there is none."""
-        where, args = ["backend_session_id IS NOT NULL", "backend_session_id != ''"], []
-        if owner is not None:
-            where.append("owner = ?")
-            args.append(owner)
-        if backend:
-            where.append("backend = ?")
-            args.append(backend)
-        if working_dir is not None:
-            where.append("working_dir = ?")
-            args.append(working_dir)
-        row = self._conn().execute(f"SELECT * FROM sessions WHERE {' AND '.join(where)}"
+        where, args = matching(MARK, RESUMABLE, owner=owner, backend=backend or None, working_dir=working_dir)
+        row = self._conn().execute(f"SELECT * FROM sessions{where}"
                                    " ORDER BY last_used DESC, id DESC LIMIT 1", args).fetchone()
         return row_to_session(row) if row else None
 

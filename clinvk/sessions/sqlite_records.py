@@ -14,6 +14,7 @@ from typing import Any
 from ..jobs.model import ACTIVE, FINISHED, Job, JobLimit, JobNotFound, QUEUED
 from ..jobs.store import JobStore
 from .model import format_time, parse_time, utc_now
+from .queries import matching
 from .responses import ResponseNotFound, ResponseStore, StoredResponse
 
 SCHEMA = [
@@ -31,6 +32,8 @@ SCHEMA = [
         id TEXT PRIMARY KEY, owner TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
         created_at TEXT NOT NULL, body TEXT NOT NULL)""",
 ]
+
+MARK = "?"  # the driver's placeholder
 
 _TIME_FIELDS = ("started_at", "finished_at", "heartbeat_at")
 _JSON_FIELDS = ("result",)
@@ -90,12 +93,7 @@ class SqliteRecords(JobStore, ResponseStore):
 
     def list_jobs(self, owner: str, *, status: str | None = None, kind: str | None = None, limit: int = 100,
                   offset: int = 0) -> tuple[list[Job], int]:
-        where, args = ["owner = ?"], [owner]
-        for column, value in (("status", status), ("kind", kind)):
-            if value:
-                where.append(f"{column} = ?")
-                args.append(value)
-        clause = " WHERE " + " AND ".join(where)
+        clause, args = matching(MARK, owner=owner, status=status or None, kind=kind or None)
         with self._read() as conn:
             rows = conn.execute(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
                                 (*args, limit if limit > 0 else -1, max(offset, 0))).fetchall()
