@@ -6,11 +6,14 @@
     python3 bench/peers.py --fake c       # the C fake instead of the /bin/sh one
     python3 bench/peers.py --no-peers     # clinvk alone: offline, no install
     python3 bench/peers.py --no-peers --compare-tree /tmp/base   # clinvk before/after a change
+    python3 bench/peers.py --no-peers --workers 1 2               # each server with 1, then 2 workers
 
 The peers, pinned: cli2api and agentrelay-cli from PyPI, each installed once into its own venv under
 ``~/.cache/clinvk-bench/`` (``--cache``). Every server runs on 127.0.0.1 with a temporary HOME and
 working directory and the same fake claude as bench/run.py; the load generator, the direct-spawn
-baseline and the CPU accounting are bench/run.py's. Measured, for each server:
+baseline and the CPU accounting are bench/run.py's. Beside them, bench/minimal_app.py: Flask +
+gunicorn (clinvk's gunicorn options) doing only the spawn, the floor of such a server
+(``--no-baseline-app`` leaves it out). Measured, for each server:
 
 - added latency p50/p99 on a kept-alive connection at concurrency 1, every server and the direct
   spawn interleaved in a new order each round;
@@ -33,13 +36,11 @@ import collections
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run  # noqa: E402  (bench/run.py: fakes, load generator, CPU meter)
-from run import HOST, PROMPT, REPLY, Client, CpuMeter  # noqa: E402
+from run import HOST, PROMPT, Client, CpuMeter  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clinvk-bench"
 
@@ -230,20 +231,13 @@ def latency(targets: list[Target], argv: list[str], env: dict[str, str], plan: P
     def once(key: str) -> int:
         t0 = time.perf_counter_ns()
         if key == "direct":
-            done = run.spawn_direct(argv, prompt, env)
-            elapsed = time.perf_counter_ns() - t0
-            if done.returncode != 0 or REPLY.encode() not in done.stdout:
-                errors[key][f"exit {done.returncode}"] += 1
-            return elapsed
-        target = by_label[key]
-        try:
-            status, data = clients[key].request("POST", target.path, target.body)
-            outcome = None if run.answered(status, data) else str(status)
-        except OSError as exc:
-            outcome = type(exc).__name__
+            outcome, why = run.spawned(argv, prompt, env), "failed"
+        else:
+            target = by_label[key]
+            outcome, why = run.posted(clients[key], target.path, target.body)
         elapsed = time.perf_counter_ns() - t0
-        if outcome:
-            errors[key][outcome] += 1
+        if outcome != "ok":
+            errors[key][why] += 1
         return elapsed
 
     keys = list(samples)
@@ -273,45 +267,6 @@ def latency(targets: list[Target], argv: list[str], env: dict[str, str], plan: P
     return result
 
 
-def direct_cell(argv: list[str], env: dict[str, str], plan: Plan) -> dict[str, Any]:
-    """Spawning the fake from ``plan.clients`` threads, with the CPU seconds its processes took."""
-    prompt = PROMPT.encode()
-
-    def one(_state) -> str:
-        done = run.spawn_direct(argv, prompt, env)
-        return "ok" if done.returncode == 0 and REPLY.encode() in done.stdout else "failed"
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cell = run.run_load(plan.clients, plan.throughput_secs, plan.throughput_max_per_client, lambda: None, one)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cell["cli_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cell
-
-
-def server_cell(target: Target, plan: Plan) -> dict[str, Any]:
-    """``plan.clients`` kept-alive clients on one target, with its processes' CPU seconds."""
-    statuses: collections.Counter = collections.Counter()
-    lock = threading.Lock()
-
-    def one(client: Client) -> str:
-        try:
-            status, data = client.request("POST", target.path, target.body)
-        except OSError as exc:
-            status, data = type(exc).__name__, b""
-        if run.answered(status, data):
-            return "ok"
-        with lock:
-            statuses[str(status)] += 1
-        return "refused" if status in (429, 503) else "failed"
-
-    meter = CpuMeter([target.server]).start()
-    cell = run.run_load(plan.clients, plan.throughput_secs, plan.throughput_max_per_client,
-                        lambda: Client(target.server.port, keepalive=True), one)
-    cell["cpu"] = meter.stop()
-    cell["errors"] = statuses
-    return cell
-
-
 SUMMED = ("ok", "refused", "failed", "requests", "secs")
 
 
@@ -328,7 +283,9 @@ def throughput(targets: list[Target], argv: list[str], env: dict[str, str], plan
     for _ in range(plan.throughput_rounds):
         rng.shuffle(order)
         for target in order:
-            direct, served = direct_cell(argv, env, plan), server_cell(target, plan)
+            cell = (plan.clients, plan.throughput_secs, plan.throughput_max_per_client)
+            direct = run.direct_cell(argv, env, *cell)
+            served = run.server_cell(target.server, target.path, target.body, *cell)
             into = sums[target.label]
             for key in into["direct"]:
                 into["direct"][key] += direct[key]
@@ -411,6 +368,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-tree", type=Path, metavar="DIR",
                         help="also measure the clinvk of another source tree (e.g. `git archive <commit> | tar -x "
                              "-C DIR`), in the same run: before/after a change")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], metavar="N",
+                        help="gunicorn workers of clinvk and of the minimal app; several counts give a row "
+                             "each (default 1, clinvk's own default)")
+    parser.add_argument("--no-baseline-app", action="store_true",
+                        help="leave out bench/minimal_app.py (Flask + gunicorn doing only the spawn)")
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"where the peers' venvs live (default {CACHE})")
     parser.add_argument("--json-out", type=Path, help="where to write the figures (default bench/results/peers-<time>.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
@@ -421,21 +383,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def workers_label(workers: int) -> str:
+    return f"{workers} worker" + ("s" if workers > 1 else "")
+
+
+def minimal_app_server(root: Path, workers: int, fakes: dict[str, Path]) -> PeerServer:
+    """bench/minimal_app.py: Flask + gunicorn (clinvk's gunicorn options) doing only the spawn."""
+    port = run.free_port()
+    argv = [sys.executable, str(run.BENCH / "minimal_app.py"), "--host", HOST, "--port", str(port),
+            "--workers", str(workers), "--threads", "64", "--", *run.direct_argv(fakes)]
+    return PeerServer(root, f"minimal-app-{workers}", argv, {}, port, "/health", workers=workers)
+
+
+def clinvk_targets(args: argparse.Namespace, root: Path, fakes: dict[str, Path], workers: int,
+                   start: Callable[[Any], Any]) -> list[Target]:
+    """clinvk of this tree (and of ``--compare-tree``) on both paths, and the minimal app, with ``workers``."""
+    per = workers_label(workers)
+    trees = [("clinvk", None)] + ([(f"clinvk of {args.compare_tree.name}", args.compare_tree)] if args.compare_tree else [])
+    targets = []
+    for name, tree_dir in trees:
+        server = run.Server(root, f"{name.replace(' ', '-')}-{workers}", fakes, workers=workers, threads=64,
+                            max_concurrent=16, max_queued=64)
+        if tree_dir is not None:
+            server.env["PYTHONPATH"] = str(tree_dir.resolve())  # its clinvk package, not this one
+        start(server)
+        targets += [Target(f"{name}, OpenAI path ({per})", server, "/openai/v1/chat/completions", run.openai_body()),
+                    Target(f"{name}, native ephemeral ({per})", server, "/api/v1/prompt", run.native_body())]
+    if not args.no_baseline_app:
+        minimal = start(minimal_app_server(root, workers, fakes))
+        targets.append(Target(f"minimal Flask app, OpenAI path ({per})", minimal, "/openai/v1/chat/completions",
+                              run.openai_body()))
+    return targets
+
+
 def setup_targets(args: argparse.Namespace, root: Path, fake: Path, fakes: dict[str, Path],
                   results: dict[str, Any], start: Callable[[Any], Any]) -> list[Target]:
-    """Start clinvk and every peer that installs; a peer that fails is reported, the rest go on."""
-    clinvk = start(run.Server(root, "clinvk", fakes, workers=1, threads=64, max_concurrent=16, max_queued=64))
-    targets = [Target("clinvk, OpenAI path (1 worker)", clinvk, "/openai/v1/chat/completions", run.openai_body()),
-               Target("clinvk, native ephemeral (1 worker)", clinvk, "/api/v1/prompt", run.native_body())]
-    if args.compare_tree:
-        other = run.Server(root, "clinvk-compared", fakes, workers=1, threads=64, max_concurrent=16, max_queued=64)
-        other.env["PYTHONPATH"] = str(args.compare_tree.resolve())  # its clinvk package, not this one
-        start(other)
-        name = args.compare_tree.name
-        targets += [Target(f"clinvk of {name}, OpenAI path (1 worker)", other, "/openai/v1/chat/completions",
-                           run.openai_body()),
-                    Target(f"clinvk of {name}, native ephemeral (1 worker)", other, "/api/v1/prompt",
-                           run.native_body())]
+    """Start clinvk, the minimal app and every peer that installs; a peer that fails is reported, the
+    rest go on."""
+    targets = []
+    for workers in args.workers:
+        targets += clinvk_targets(args, root, fakes, workers, start)
     wanted = [] if args.no_peers else (args.peer or list(PACKAGES))
     chat = "/v1/chat/completions"
     for name in wanted:

@@ -20,6 +20,7 @@ timings are reported, never asserted.
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import json
 import math
@@ -27,6 +28,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -183,8 +185,6 @@ class CpuMeter:
         self.servers = servers
 
     def _sample(self) -> dict[str, float]:
-        import resource
-
         own = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         user = system = children = 0.0
@@ -463,18 +463,11 @@ def latency(server: Server, fakes: dict[str, Path], env: dict[str, str], plan: P
     def once(key: str) -> int:
         t0 = time.perf_counter_ns()
         if key == "direct":
-            done = spawn_direct(argv, prompt, env)
-            elapsed = time.perf_counter_ns() - t0
-            ok = done.returncode == 0 and REPLY.encode() in done.stdout
+            outcome = spawned(argv, prompt, env)
         else:
-            path, body = ENDPOINTS[key.split("/")[0]]
-            try:
-                status, data = clients[key].request("POST", path, body)
-                ok = answered(status, data)
-            except OSError:
-                ok = False
-            elapsed = time.perf_counter_ns() - t0
-        if not ok:
+            outcome, _ = posted(clients[key], *ENDPOINTS[key.split("/")[0]])
+        elapsed = time.perf_counter_ns() - t0
+        if outcome != "ok":
             errors[key] += 1
         return elapsed
 
@@ -548,34 +541,68 @@ def run_load(clients: int, secs: float, max_per_client: int, setup: Callable[[],
     return {**counts, "requests": total, "secs": round(elapsed, 3), "rps": round(counts["ok"] / elapsed, 1)}
 
 
+def spawned(argv: list[str], prompt: bytes, env: dict[str, str]) -> str:
+    """Spawn the fake directly once: "ok", or "failed" when it did not answer."""
+    done = spawn_direct(argv, prompt, env)
+    return "ok" if done.returncode == 0 and REPLY.encode() in done.stdout else "failed"
+
+
+def posted(client: Client, path: str, body: bytes) -> tuple[str, str | None]:
+    """POST one request: ("ok" | "refused" | "failed", what went wrong: the status or the exception name)."""
+    try:
+        status, data = client.request("POST", path, body)
+    except OSError as exc:
+        return "failed", type(exc).__name__
+    if answered(status, data):
+        return "ok", None
+    return ("refused" if status in (429, 503) else "failed"), str(status)
+
+
+def direct_cell(argv: list[str], env: dict[str, str], clients: int, secs: float,
+                max_per_client: int) -> dict[str, Any]:
+    """``clients`` threads spawning the fake directly, with the CPU the machine spent meanwhile and the
+    CPU seconds the fakes took (``cli_cpu_s``)."""
+    prompt = PROMPT.encode()
+    meter = CpuMeter([]).start()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cell = run_load(clients, secs, max_per_client, lambda: None, lambda _state: spawned(argv, prompt, env))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cell["cpu"] = meter.stop()
+    cell["cli_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cell
+
+
+def server_cell(server: Any, path: str, body: bytes, clients: int, secs: float,
+                max_per_client: int) -> dict[str, Any]:
+    """``clients`` kept-alive clients POSTing ``body`` to ``path``, with the CPU the server's processes
+    (``server.pids()``) took and what went wrong, by kind (``errors``)."""
+    errors: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def one(client: Client) -> str:
+        outcome, why = posted(client, path, body)
+        if why is not None:
+            with lock:
+                errors[why] += 1
+        return outcome
+
+    meter = CpuMeter([server]).start()
+    cell = run_load(clients, secs, max_per_client, lambda: Client(server.port, keepalive=True), one)
+    cell["cpu"] = meter.stop()
+    cell["errors"] = dict(errors)
+    return cell
+
+
 def throughput(server: Server, fakes: dict[str, Path], env: dict[str, str], plan: Plan) -> dict[str, Any]:
     """Runs per second at 1/16/64 clients through /api/v1/prompt (ephemeral), against direct spawning of
     the same fake with as many threads; the server's CPU per request beside it."""
-    argv, prompt = direct_argv(fakes), PROMPT.encode()
+    argv = direct_argv(fakes)
     path, body = ENDPOINTS["native_ephemeral"]
-
-    def direct_one(_state) -> str:
-        done = spawn_direct(argv, prompt, env)
-        return "ok" if done.returncode == 0 and REPLY.encode() in done.stdout else "failed"
-
-    def server_one(client: Client) -> str:
-        try:
-            status, data = client.request("POST", path, body)
-        except OSError:
-            return "failed"
-        if status in (429, 503):
-            return "refused"
-        return "ok" if answered(status, data) else "failed"
-
     result: dict[str, Any] = {"path": path, "fake": str(fakes["claude"]), "clients": {}}
     for clients in plan.throughput_clients:
-        meter = CpuMeter([]).start()
-        direct = run_load(clients, plan.throughput_secs, plan.throughput_max_per_client, lambda: None, direct_one)
-        direct["cpu"] = meter.stop()
-        meter = CpuMeter([server]).start()
-        served = run_load(clients, plan.throughput_secs, plan.throughput_max_per_client,
-                          lambda: Client(server.port, keepalive=True), server_one)
-        cpu = served["cpu"] = meter.stop()
+        direct = direct_cell(argv, env, clients, plan.throughput_secs, plan.throughput_max_per_client)
+        served = server_cell(server, path, body, clients, plan.throughput_secs, plan.throughput_max_per_client)
+        cpu = served["cpu"]
         if served["ok"]:
             served["server_cpu_ms_per_request"] = {
                 "user": round(1000 * cpu["server_user_s"] / served["ok"], 3),

@@ -77,3 +77,25 @@ def cli_environment(backend: str, config: BackendConfig, server_env: Mapping[str
         env.setdefault(name, value)
     env.update(config.env)
     return {name: value for name, value in env.items() if not name.startswith(FORBIDDEN_PREFIX)}
+
+
+class CliEnvironments:
+    """:func:`cli_environment` of each backend, computed again only when the server's environment or
+    the backend's settings changed: comparing ``os.environ`` with the copy an answer was computed
+    from costs a fraction of checking every variable against the allowlist on every run."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[tuple, dict, dict[str, str]]] = {}
+
+    def get(self, backend: str, config: BackendConfig, server_env: Mapping[str, str]) -> dict[str, str]:
+        """A new dict (callers may change it)."""
+        data = getattr(server_env, "_data", None)  # os.environ's own dict: compared without decoding it
+        if not isinstance(data, dict):
+            return cli_environment(backend, config, server_env)
+        settings = (id(config), tuple(config.pass_env), tuple(config.env.items()))
+        cached = self._cache.get(backend)
+        if cached is not None and cached[0] == settings and cached[1] == data:
+            return dict(cached[2])
+        env = cli_environment(backend, config, server_env)
+        self._cache[backend] = (settings, dict(data), env)
+        return dict(env)

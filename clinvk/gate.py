@@ -175,6 +175,41 @@ class _LockFiles:
             fcntl.flock(fd, fcntl.LOCK_UN)
         self.taken[index] = False
 
+    # The same in steps, so that the flock calls can run outside the caller's lock: reserve() and
+    # unreserve() under it, lock() and unlock() outside, on a file this thread reserved.
+
+    def reserve(self, skip: set[int]) -> int | None:
+        """A file no thread of this process holds and not in ``skip``, marked as held here; None if none."""
+        count = len(self.paths)
+        for step in range(count):
+            index = (self.next + step) % count
+            if not self.taken[index] and index not in skip:
+                self.taken[index] = True
+                self.next = (index + 1) % count
+                return index
+        return None
+
+    def lock(self, index: int) -> bool:
+        """Lock a reserved file without blocking; False when another process holds it."""
+        fd = self.fds[index]
+        if fd is None:
+            fd = self.fds[index] = os.open(self.paths[index], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise
+        return True
+
+    def unlock(self, index: int) -> None:
+        fd = self.fds[index]
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def unreserve(self, index: int) -> None:
+        self.taken[index] = False
+
 
 class SharedGate(Gate):
     """The gate of one server, shared by all its worker processes through lock files in ``directory``."""
@@ -189,6 +224,7 @@ class SharedGate(Gate):
         self._slots = _LockFiles(self.directory, "slot", limit)
         self._queue = _LockFiles(self.directory, "queue", max_queued)
         self._held: list[int] = []
+        self._releases = 0  # counts release() calls: a waiter knows whether one came while it looked
 
     def _check_fork(self) -> None:
         pid = os.getpid()
@@ -200,38 +236,60 @@ class SharedGate(Gate):
             self.running = self.queued = 0
 
     def _take_slot(self) -> bool:
-        index = self._slots.try_take()
-        if index is None:
-            return False
-        self._held.append(index)
-        self.running += 1
-        self._changed()
-        return True
+        """Take a free slot file. The flock calls run outside the condition's lock: they release the
+        GIL, and another thread asking for the lock meanwhile would turn each release into a wake-up."""
+        tried: set[int] = set()
+        while True:
+            with self._cond:
+                self._check_fork()
+                index = self._slots.reserve(tried)
+            if index is None:
+                return False
+            try:
+                locked = self._slots.lock(index)
+            except BaseException:
+                with self._cond:
+                    self._slots.unreserve(index)
+                raise
+            with self._cond:
+                if locked:
+                    self._held.append(index)
+                    self.running += 1
+                    self._changed()
+                    return True
+                self._slots.unreserve(index)  # another worker holds it
+            tried.add(index)
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.queue_timeout
+        if self._take_slot():
+            return
         with self._cond:
-            self._check_fork()
-            if self._take_slot():
+            ticket = self._queue.try_take() if self.queue_timeout > 0 and self._queue.paths else None
+            if ticket is not None:
+                self.queued += 1
+                self._changed()
+        if ticket is None:
+            if self._take_slot():  # one came free since the first look
                 return
             if self.queue_timeout <= 0 or not self._queue.paths:
                 raise self._busy("this server does not queue runs")
-            ticket = self._queue.try_take()
-            if ticket is None:
-                raise self._busy(f"the wait queue is full ({len(self._queue.paths)} waiting)")
-            self.queued += 1
-            self._changed()
+            raise self._busy(f"the wait queue is full ({len(self._queue.paths)} waiting)")
         try:
             wait = FIRST_WAIT_SECS
             while True:
                 with self._cond:
-                    if self._take_slot():
-                        return
+                    releases = self._releases
+                if self._take_slot():
+                    return
+                with self._cond:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise self._busy(f"none came free within {self.queue_timeout:g} s")
-                    # A release in this process wakes us at once; one in another worker at the next step.
-                    self._cond.wait(min(wait, remaining))
+                    # A release in this process wakes us at once (or happened since we looked: no
+                    # wait); one in another worker is seen at the next step.
+                    if self._releases == releases:
+                        self._cond.wait(min(wait, remaining))
                 wait = min(wait * 2, MAX_WAIT_SECS)
         finally:
             with self._cond:
@@ -244,8 +302,12 @@ class SharedGate(Gate):
             if not self._held:  # released more often than acquired: a caller bug, never a crash
                 log.warning("concurrency gate released without a held slot")
                 return
-            self._slots.give_back(self._held.pop())
+            index = self._held.pop()
+        self._slots.unlock(index)  # still reserved: no thread of this process takes it meanwhile
+        with self._cond:
+            self._slots.unreserve(index)
             self.running -= 1
+            self._releases += 1
             self._changed()
             self._cond.notify()
 

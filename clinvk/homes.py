@@ -4,7 +4,8 @@ its home variable names (``CLAUDE_CONFIG_DIR=<home>/.claude``, ``CODEX_HOME=<hom
 ``GEMINI_CLI_HOME=<home>``, so gemini uses ``<home>/.gemini``). A session's home is made on its first
 turn and reused on every continuation (a CLI resumes only from the home that holds its transcript);
 it goes when the session is deleted, by ``DELETE``, ``clinvk sessions delete`` or retention. Ephemeral
-runs get a throwaway home under ``<clinvk home>/tmp-homes/``, removed when the run ends.
+runs get a throwaway home under ``<clinvk home>/tmp-homes/``, removed when the run ends (or, left
+untouched, handed to the next ephemeral run: :mod:`clinvk.spare_dirs`).
 
 The operator's own CLI home — what the backend's environment names (server environment or
 ``backends.<name>.env``: ``CLAUDE_CONFIG_DIR``, ``CODEX_HOME``, ``GEMINI_CLI_HOME``; else ``~/.claude``,
@@ -31,16 +32,21 @@ way); API-key variables (``ANTHROPIC_API_KEY``, ``CODEX_API_KEY``/provider ``env
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
+
+from .spare_dirs import SPARES
+from .spare_dirs import remove as remove_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +105,14 @@ class CliHome:
     sandboxed: bool = False
     binds: list[str] = field(default_factory=list)  # operator files the sandbox must bind read-write
     _copied: list[tuple[Path, Path, str | None]] = field(default_factory=list)  # (operator, session, digest)
+    made: list[str] = field(default_factory=list)  # a throwaway home's subdirectories (names), as made
+    spare_kind: tuple = ()  # a throwaway home: the kind of spare directory it may become (clinvk.spare_dirs)
 
     @property
     def template(self) -> Template:
         return TEMPLATES[self.backend]
 
-    @property
+    @functools.cached_property
     def state_dir(self) -> Path:
         return self.path / self.template.state_dir
 
@@ -112,24 +120,25 @@ class CliHome:
         """The directory a run without a workdir runs in when sandboxed (the same on every turn)."""
         path = self.path / "work"
         path.mkdir(mode=0o700, exist_ok=True)
+        if self.throwaway and path.name not in self.made:
+            self.made.append(path.name)
         return path
 
     def env(self) -> dict[str, str]:
         """The variables that put the CLI in this home (merged over the backend's environment)."""
-        template = self.template
-        tmp = "/tmp" if self.sandboxed else str(self.path / "tmp")  # the sandbox has a private /tmp
-        env = {"HOME": str(self.path), "TMPDIR": tmp,
-               template.variable: str(self.path / template.subdir) if template.subdir else str(self.path)}
+        template, home = self.template, str(self.path)
+        tmp = "/tmp" if self.sandboxed else f"{home}/tmp"  # the sandbox has a private /tmp
+        env = {"HOME": home, "TMPDIR": tmp, template.variable: f"{home}/{template.subdir}" if template.subdir else home}
         for name in template.extra_env:
             env[name] = tmp
         return env
 
-    def attach_credentials(self, operator: Path) -> None:
+    def attach_credentials(self, operator: Path, present: "OperatorFiles") -> None:
         """Put the operator's login files into the home for this run (see the module docstring)."""
         for name, how in self.template.credentials.items():
-            source, target = operator / name, self.state_dir / name
-            if not source.is_file():
+            if present.kind(name) != FILE:
                 continue
+            source, target = operator / name, self.state_dir / name
             copy = how == COPY or (how == COPY_IN_SANDBOX and self.sandboxed)
             if copy:
                 if target.is_symlink():
@@ -155,7 +164,9 @@ class CliHome:
                     log.warning("could not copy the refreshed %s back to %s: %s", target.name, source, exc)
         self._copied.clear()
         if self.throwaway:
-            shutil.rmtree(self.path, ignore_errors=True)
+            subdirs = tuple(self.made)
+            if not SPARES.give_back(self.spare_kind, str(self.path), subdirs):  # the next run's, when untouched
+                remove_dir(str(self.path), subdirs)
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
@@ -189,17 +200,78 @@ class _locked:
         os.close(self.fd)  # closing drops the lock
 
 
-def _copy_config(source: Path, target: Path, names: Iterable[str]) -> None:
+def _copy_config(source: Path, target: Path, names: Iterable[str], present: "OperatorFiles") -> None:
     for name in names:
+        kind = present.kind(name)
+        if kind is None:
+            continue
         src, dst = source / name, target / name
         try:
-            if src.is_dir():
+            if kind == DIR:
                 shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True,
                                 ignore=lambda _d, entries: [e for e in entries if e in SKIPPED])
-            elif src.is_file():
+            else:
                 shutil.copy2(src, dst)
         except OSError as exc:  # an unreadable extra must not stop the run; the CLI says what it misses
             log.warning("could not copy %s into a session home: %s", src, exc)
+
+
+FILE, DIR = "file", "dir"
+# A directory listing is reused only when it was taken this long after the directory last changed:
+# a change made after the listing then gives the directory a newer mtime, whatever the timestamp
+# granularity of its file system.
+LISTING_SETTLED_NS = 1_000_000_000
+
+
+class OperatorFiles:
+    """Which of the names a home is seeded with the operator's directory holds, and what each is."""
+
+    def __init__(self, entries: dict[str, str | None], directory: Path):
+        self.entries, self.directory = entries, directory
+
+    def kind(self, name: str) -> str | None:
+        """FILE, DIR or None (absent, or neither). A symlink ("link") is followed now: its target may
+        have changed without the directory changing."""
+        kind = self.entries.get(name)
+        if kind != "link":
+            return kind
+        try:
+            mode = os.stat(self.directory / name).st_mode
+        except OSError:
+            return None
+        return DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else None
+
+
+class _Listings:
+    """The entries of the operator's directories, listed again only when a directory changed: a new
+    home on every ephemeral run would otherwise probe each template name twice (~20 stat calls)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int, int], int, dict[str, str | None]]] = {}
+
+    def of(self, directory: Path) -> OperatorFiles:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return OperatorFiles({}, directory)
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        cached = self._cache.get(directory)
+        if cached is not None and cached[0] == key and cached[1] - st.st_mtime_ns > LISTING_SETTLED_NS:
+            return OperatorFiles(cached[2], directory)
+        listed_at = time.time_ns()
+        entries: dict[str, str | None] = {}
+        try:
+            with os.scandir(directory) as found:
+                for entry in found:
+                    try:
+                        entries[entry.name] = "link" if entry.is_symlink() else DIR if entry.is_dir() else \
+                            FILE if entry.is_file() else None
+                    except OSError:
+                        entries[entry.name] = None
+        except OSError:
+            return OperatorFiles({}, directory)
+        self._cache[directory] = (key, listed_at, entries)
+        return OperatorFiles(entries, directory)
 
 
 class CliHomes:
@@ -209,6 +281,9 @@ class CliHomes:
         self.root = state_dir / "homes"
         self.tmp_root = state_dir / "tmp-homes"
         self.locks = state_dir / "run" / "locks"
+        self._listings = _Listings()
+        self._tmp_root_text = str(self.tmp_root)
+        self._operators: dict[tuple, Path] = {}
 
     def path(self, session_id: str) -> Path:
         return self.root / session_id
@@ -219,26 +294,61 @@ class CliHomes:
         when ``session_id`` is None. ``legacy``: a session with turns from before per-session homes;
         without the sandbox it keeps running in the operator's home (None), where its transcript is."""
         if session_id is None:
-            self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path, throwaway = self.tmp_root / uuid.uuid4().hex, True
-        else:
-            path, throwaway = self.path(session_id), False
-            if legacy and not sandboxed and not path.exists():
-                return None
-        home = CliHome(path, backend, throwaway, sandboxed)
-        template = TEMPLATES[backend]
-        operator = template.operator_dir(operator_env)
+            return self._throwaway(backend, operator_env, sandboxed)
+        path = self.path(session_id)
+        if legacy and not sandboxed and not path.exists():
+            return None
+        home = CliHome(path, backend, False, sandboxed)
+        operator = self._operator_dir(backend, operator_env)
+        present = self._listings.of(operator)
         if not home.state_dir.is_dir():
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.mkdir(mode=0o700, exist_ok=True)
             (path / "tmp").mkdir(mode=0o700, exist_ok=True)
             home.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _copy_config(operator, home.state_dir, template.config)
-            if backend == "claude" and not (home.state_dir / ".claude.json").exists():
-                # Without CLAUDE_CONFIG_DIR claude keeps .claude.json in HOME, not in ~/.claude.
-                _copy_config(operator.parent, home.state_dir, (".claude.json",))
-        home.attach_credentials(operator)
+            self._seed(home, operator, present)
+        home.attach_credentials(operator, present)
         return home
+
+    def _throwaway(self, backend: str, operator_env: dict[str, str], sandboxed: bool) -> CliHome:
+        """A home under ``tmp-homes``: a spare one a run left untouched (clinvk.spare_dirs), else a new one."""
+        kind = ("home", self._tmp_root_text, backend, sandboxed)
+        spare = SPARES.take(kind)
+        if spare is not None:
+            path, subdirs = spare
+            home = CliHome(Path(path), backend, True, sandboxed, made=list(subdirs), spare_kind=kind)
+        else:
+            home = CliHome(self.tmp_root / uuid.uuid4().hex, backend, True, sandboxed, spare_kind=kind)
+            try:
+                home.path.mkdir(mode=0o700)
+            except FileNotFoundError:  # the first one (or someone removed tmp-homes)
+                self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                home.path.mkdir(mode=0o700)
+            for directory in (home.path / "tmp", home.state_dir):
+                directory.mkdir(mode=0o700)
+                home.made.append(directory.name)
+        operator = self._operator_dir(backend, operator_env)
+        present = self._listings.of(operator)
+        self._seed(home, operator, present)
+        home.attach_credentials(operator, present)
+        return home
+
+    def _operator_dir(self, backend: str, env: dict[str, str]) -> Path:
+        """TEMPLATES[backend].operator_dir(env), remembered for the variables it depends on."""
+        template = TEMPLATES[backend]
+        key = (backend, env.get("HOME"), env.get(template.variable))
+        found = self._operators.get(key)
+        if found is None:
+            found = self._operators[key] = template.operator_dir(env)
+        return found
+
+    def _seed(self, home: CliHome, operator: Path, present: OperatorFiles) -> None:
+        """Copy the operator's configuration into a new home."""
+        _copy_config(operator, home.state_dir, home.template.config, present)
+        if home.backend == "claude" and present.kind(".claude.json") is None:
+            # Without CLAUDE_CONFIG_DIR claude keeps .claude.json in HOME, not in ~/.claude.
+            in_home = OperatorFiles({".claude.json": "link"}, operator.parent)  # "link": looked at now
+            _copy_config(operator.parent, home.state_dir, (".claude.json",), in_home)
 
     def remove(self, session_id: str) -> None:
         """Delete a session's home (no error if it has none)."""

@@ -32,7 +32,7 @@ from .events import DONE, ERROR, MESSAGE, Event, RunResult, TokenUsage
 from .homes import CliHome
 from . import sandbox
 from .runner import ProcessOutcome, RunningProcess, StartError
-from .scratch import is_scratch, new_scratch_dir, remove_scratch
+from .scratch import is_scratch, new_scratch_dir, release_scratch_dir, take_scratch_dir
 from .sessions import Session, archive
 from .sessions.turns import HeldTurn
 from .specs import PromptRequest
@@ -124,9 +124,9 @@ def isolate(service: "Service", backend: str, session: Session | None,
     sandboxed = service.sandbox.active
     scratch = None
     if session is None and not invocation.cwd:
-        # An ephemeral run without a workdir: a fresh scratch directory, never the server's own
-        # (here, not earlier, so that each warm process gets one of its own).
-        scratch = new_scratch_dir(service.config.home)
+        # An ephemeral run without a workdir: an empty scratch directory of its own, never the
+        # server's (here, not earlier, so that each warm process gets one of its own).
+        scratch = take_scratch_dir(service.config.home)
         invocation = dataclasses.replace(invocation, cwd=scratch)
     if session is not None and service.store.shares_local_state:
         # The previous turn may have run on another host: its home (and scratch workdir) first.
@@ -166,7 +166,7 @@ def release_isolation(service: "Service", backend: str, home: "CliHome | None", 
     release_home(home, service.homes.locks)
     if scratch and is_scratch(service.config.home, scratch):
         BACKENDS[backend].forget_workdir(env, scratch)
-        remove_scratch(service.config.home, scratch)
+        release_scratch_dir(service.config.home, scratch)
 
 
 def release_home(home: "CliHome | None", locks) -> None:
@@ -202,10 +202,14 @@ class RunLifecycle:
             session = self.prepared.session
             if session is not None and not self.prepared.dry_run:
                 self.turn = self._turn.enter_context(self.service.turns.hold(session.id))
+            # acquire/release rather than slot(): one generator-based context manager less per gate
             tenant_gate = self.service.tenant_gate()
             if tenant_gate is not None:
-                held.enter_context(tenant_gate.slot())
-            held.enter_context(self.service.gate.slot())
+                tenant_gate.acquire()
+                held.callback(tenant_gate.release)
+            gate = self.service.gate
+            gate.acquire()
+            held.callback(gate.release)
             self._admitted = held
             try:
                 yield
@@ -232,7 +236,7 @@ class RunLifecycle:
         prepared = self.prepared
         if prepared.ephemeral and is_scratch(self.service.config.home, prepared.spec.workdir):
             prepared.backend.forget_workdir(prepared.env, prepared.spec.workdir)
-            remove_scratch(self.service.config.home, prepared.spec.workdir)
+            release_scratch_dir(self.service.config.home, prepared.spec.workdir)
 
     def open_session(self) -> None:
         """Create the session a first, persistent turn is recorded in."""

@@ -1,12 +1,14 @@
 """Scratch working directories for runs that name no workdir: never the server's own directory.
 
-Each lives under ``<clinvk home>/scratch`` (0700): an ephemeral run gets a fresh one that is removed
-when the run ends; a session keeps one for all its turns (a CLI resumes a conversation only from the
+Each lives under ``<clinvk home>/scratch`` (0700): an ephemeral run gets an empty one of its own that
+is removed when the run ends (or, left untouched, handed to the next ephemeral run:
+:mod:`clinvk.spare_dirs`); a session keeps one for all its turns (a CLI resumes a conversation only from the
 same directory) and loses it when the session is deleted or pruned by retention.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 from .private_dirs import make_private_dirs
+from .spare_dirs import SPARES
 from .sessions import SessionStore
 
 # An unreferenced scratch dir younger than this may belong to a run still starting in another worker.
@@ -24,20 +27,50 @@ def scratch_root(home: str | os.PathLike[str]) -> Path:
     return Path(home) / "scratch"
 
 
+def take_scratch_dir(home: str | os.PathLike[str]) -> str:
+    """An empty, private directory for one ephemeral run: a spare one a run left untouched
+    (:mod:`clinvk.spare_dirs`), else a new one. Give it back with :func:`release_scratch_dir`."""
+    spare = SPARES.take(("scratch", str(home)))
+    return spare[0] if spare is not None else new_scratch_dir(home)
+
+
+def release_scratch_dir(home: str | os.PathLike[str], path: str) -> None:
+    """An ephemeral run's scratch directory after the run: kept for the next one when the run left it
+    empty, else removed."""
+    if is_scratch(home, path) and not SPARES.give_back(("scratch", str(home)), path):
+        remove_scratch(home, path)
+
+
 def new_scratch_dir(home: str | os.PathLike[str]) -> str:
     """A fresh, empty, private directory for one run or session."""
-    root = make_private_dirs(scratch_root(home))
-    return tempfile.mkdtemp(prefix="run-", dir=root)  # mkdtemp makes it 0700
+    root = scratch_root(home)
+    try:
+        return tempfile.mkdtemp(prefix="run-", dir=root)  # mkdtemp makes it 0700
+    except FileNotFoundError:  # the first one: make the root (and the state dir) private first
+        return tempfile.mkdtemp(prefix="run-", dir=make_private_dirs(root))
 
 
 def is_scratch(home: str | os.PathLike[str], path: str) -> bool:
-    return bool(path) and Path(path).parent == scratch_root(home)
+    if not path:
+        return False
+    head, _, name = path.rpartition("/")
+    if name not in ("", ".") and head == _root_text(home):  # as new_scratch_dir makes them: no Path needed
+        return True
+    return Path(path).parent == scratch_root(home)
+
+
+@functools.lru_cache(maxsize=64)
+def _root_text(home: str | os.PathLike[str]) -> str:
+    return str(scratch_root(home))
 
 
 def remove_scratch(home: str | os.PathLike[str], path: str) -> None:
     """Remove ``path`` if it is one of clinvk's scratch dirs (a session's own workdir is never touched)."""
     if is_scratch(home, path):
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir(path)  # one call when the run left it empty, as a plain chat run does
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def prune_scratch(home: str | os.PathLike[str], store: SessionStore) -> int:

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, NoReturn
 
 from .backends import BACKENDS, Backend, RunSpec, UnsupportedOption
-from .cli_env import cli_environment
+from .cli_env import CliEnvironments
 from .config import BACKEND_NAMES, BackendConfig, Config
 from .errors import Conflict, NotFound, ServiceError, Unavailable
 from .events import RunResult
@@ -74,6 +74,7 @@ class Service:
             server.max_concurrent_runs, server.max_queued_runs, server.queue_timeout_secs)
         self.turns = TurnLeases(self.store, config.session.turn_lease_secs)  # one turn at a time per session
         self._available: dict[str, tuple[float, str | None]] = {}
+        self._environments = CliEnvironments()
         # Called as observer(backend, outcome, duration_secs) when a CLI run ends (metrics).
         self.observers: list[Callable[[str, str, float, str], None]] = []
         self.tenant: Tenant = local_tenant(config)
@@ -122,7 +123,7 @@ class Service:
 
     def environment(self, name: str) -> dict[str, str]:
         """The environment of backend ``name``'s CLI (:mod:`clinvk.cli_env`), from the server's as it is now."""
-        return cli_environment(name, self.config.backend(name), os.environ)
+        return self._environments.get(name, self.config.backend(name), os.environ)
 
     def executable(self, name: str) -> str | None:
         """Path of the backend's CLI, or None. Cached briefly: PATH scans are not free on a hot path."""

@@ -68,7 +68,7 @@ class Tenants:
     def __init__(self, config: Config, names: Iterable[str] = ()):
         self.config = config
         self.names = frozenset(names) | frozenset(n for n, t in config.tenants.items() if t.key_sha256)
-        self._cache: dict[str, Tenant] = {}
+        self._cache: dict[str | None, Tenant] = {}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -76,7 +76,10 @@ class Tenants:
     def get(self, name: str | None) -> Tenant:
         """The tenant of this name (settings from ``tenants.<name>`` or the defaults); :data:`LOCAL` for None."""
         if name is None:
-            return local_tenant(self.config)
+            local = self._cache.get(None)
+            if local is None:
+                local = self._cache[None] = local_tenant(self.config)
+            return local
         tenant = self._cache.get(name)
         if tenant is None:
             tenant = self._cache[name] = self._build(name, self.config.tenants.get(name) or TenantConfig(name))

@@ -82,8 +82,9 @@ def test_hold_and_sessions_figures(figures):
 
 
 def test_peers_comparison_runs_offline_with_clinvk_alone(tmp_path):
-    """bench/peers.py --no-peers: its harness (both clinvk paths, latency, throughput, CPU, table) works
-    without installing anything; the peers themselves come from PyPI and are not run in CI."""
+    """bench/peers.py --no-peers: its harness (both clinvk paths and the minimal Flask app; latency,
+    throughput, CPU, table) works without installing anything; the peers themselves come from PyPI and
+    are not run in CI."""
     out = tmp_path / "peers.json"
     cache = tmp_path / "cache"  # must stay empty: nothing is installed
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "peers.py"), "--quick", "--no-peers", "--cache",
@@ -94,7 +95,8 @@ def test_peers_comparison_runs_offline_with_clinvk_alone(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["errors"] == {} and figures["peers"] == {}
     rows = {row["server"]: row for row in figures["table"]}
-    assert set(rows) == {"clinvk, OpenAI path (1 worker)", "clinvk, native ephemeral (1 worker)"}
+    assert set(rows) == {"clinvk, OpenAI path (1 worker)", "clinvk, native ephemeral (1 worker)",
+                         "minimal Flask app, OpenAI path (1 worker)"}
     for row in rows.values():
         assert row["errors"] == {}
         for key in ("added_p50_ms", "added_p99_ms", "ratio", "server_cpu_ms", "children_cpu_ms"):

@@ -4,9 +4,11 @@ reaches a backend CLI; each backend gets its own vendor variables, the system ba
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from clinvk.cli_env import cli_environment, is_allowed
+from clinvk.cli_env import CliEnvironments, cli_environment, is_allowed
 from clinvk.config import BackendConfig
 
 SECRETS = {"CLINVK_API_KEYS": "sk-client-key-1,sk-client-key-2", "CLINVK_HOME_SECRET": "x",
@@ -43,3 +45,27 @@ def test_pass_env_patterns_and_clinvk_never():
     config = BackendConfig("codex", pass_env=["MY_TOOL_*", "EXACT", "CLINVK_*"], env={"CLINVK_X": "1"})
     env = cli_environment("codex", config, {"MY_TOOL_A": "1", "EXACT": "2", "EXACTLY": "3", "CLINVK_API_KEYS": "k"})
     assert env == {"MY_TOOL_A": "1", "EXACT": "2"}
+
+
+def test_the_cached_environment_follows_the_servers_and_the_settings(monkeypatch):
+    """CliEnvironments answers from its last computation only while neither the server's environment
+    nor the backend's pass_env/env changed; each caller gets a dict of its own."""
+    envs, config = CliEnvironments(), BackendConfig("claude")
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.setenv("EXTRA_SETTING", "1")
+    assert "ANTHROPIC_BASE_URL" not in envs.get("claude", config, os.environ)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/a")
+    assert envs.get("claude", config, os.environ)["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9/a"
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/b")
+    assert envs.get("claude", config, os.environ)["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9/b"
+    monkeypatch.setenv("CLINVK_API_KEYS", "sk-late")
+    assert "CLINVK_API_KEYS" not in envs.get("claude", config, os.environ)
+    assert "EXTRA_SETTING" not in envs.get("claude", config, os.environ)
+    config.pass_env.append("EXTRA_SETTING")
+    assert envs.get("claude", config, os.environ)["EXTRA_SETTING"] == "1"
+    config.env["OPERATOR_VAR"] = "set"
+    mine = envs.get("claude", config, os.environ)
+    assert mine["OPERATOR_VAR"] == "set"
+    mine["CHANGED_BY_A_CALLER"] = "x"
+    assert "CHANGED_BY_A_CALLER" not in envs.get("claude", config, os.environ)
+    assert envs.get("codex", config, os.environ) == cli_environment("codex", config, os.environ)

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from clinvk.cli import cli
 from clinvk.homes import CliHomes
 from clinvk.server import create_app
+from clinvk.spare_dirs import SPARES
 from tests.helpers import wait_for
 
 
@@ -116,6 +117,62 @@ def test_throwaway_homes_go_after_the_run(tmp_path, operator):
     assert not home.path.exists()
 
 
+def test_a_throwaway_home_the_cli_wrote_into_goes_an_untouched_one_is_the_next_ones(tmp_path):
+    homes = CliHomes(tmp_path / "state")
+    env = {"HOME": str(tmp_path / "nobody")}
+    used = homes.open("claude", None, env, sandboxed=False)
+    (used.state_dir / "projects" / "p").mkdir(parents=True)
+    (used.state_dir / "projects" / "p" / "t.jsonl").write_text("transcript")
+    (used.path / "tmp" / "scratch").write_text("x")
+    used.release(homes.locks)
+    assert not used.path.exists()
+    untouched = homes.open("gemini", None, env, sandboxed=False)
+    untouched.release(homes.locks)
+    again = homes.open("gemini", None, env, sandboxed=False)
+    assert again.path == untouched.path and sorted(p.name for p in again.path.iterdir()) == [".gemini", "tmp"]
+    assert homes.open("gemini", None, env, sandboxed=False).path != again.path  # in use: a new one
+    assert homes.open("codex", None, env, sandboxed=False).path != again.path  # another backend's layout
+
+
+def test_new_homes_see_the_operators_config_as_it_is_now(tmp_path, operator):
+    """The operator's directory is listed once and listed again when it changes: a file added, one
+    removed, or a symlinked one whose target changed, shows in the next home."""
+    homes = CliHomes(tmp_path / "state")
+    env = {"HOME": str(operator)}
+    claude = operator / ".claude"
+    settled = claude.stat().st_mtime - 5  # as if the directory had last changed a while ago
+    os.utime(claude, (settled, settled))
+    first = homes.open("claude", None, env, sandboxed=False)
+    assert (first.state_dir / "settings.json").exists() and not (first.state_dir / "CLAUDE.md").exists()
+    (claude / "CLAUDE.md").write_text("be brief")
+    (claude / "settings.json").unlink()
+    target = tmp_path / "agents-v1"
+    target.mkdir()
+    (target / "a.md").write_text("agent")
+    (claude / "agents").symlink_to(target)
+    second = homes.open("claude", None, env, sandboxed=False)
+    assert (second.state_dir / "CLAUDE.md").read_text() == "be brief"
+    assert not (second.state_dir / "settings.json").exists()
+    assert (second.state_dir / "agents" / "a.md").read_text() == "agent"
+    os.utime(claude, (settled, settled))  # settled again, then only the symlink's target changes
+    homes.open("claude", None, env, sandboxed=False)
+    (target / "a.md").unlink()
+    target.rmdir()
+    target.write_text("now a file")
+    third = homes.open("claude", None, env, sandboxed=False)
+    assert (third.state_dir / "agents").read_text() == "now a file"
+    (operator / ".claude.json").unlink()
+    assert not (homes.open("claude", None, env, sandboxed=False).state_dir / ".claude.json").exists()
+    # A change in the same timestamp tick as a listing leaves the mtime as it was: a listing taken
+    # right after the directory changed is not trusted later.
+    (claude / "skills").mkdir()
+    changed = claude.stat().st_mtime_ns
+    homes.open("claude", None, env, sandboxed=False)
+    (claude / "output-styles").mkdir()
+    os.utime(claude, ns=(changed, changed))
+    assert (homes.open("claude", None, env, sandboxed=False).state_dir / "output-styles").is_dir()
+
+
 def test_sessions_from_before_homes_keep_the_operators_home_without_the_sandbox(tmp_path, operator):
     homes = CliHomes(tmp_path / "state")
     assert homes.open("claude", "d" * 32, {"HOME": str(operator)}, sandboxed=False, legacy=True) is None
@@ -123,6 +180,11 @@ def test_sessions_from_before_homes_keep_the_operators_home_without_the_sandbox(
 
 
 # ------------------------------------------------------------------------------- through the API
+
+def in_use(tmp_homes: Path) -> list[Path]:
+    """Throwaway homes but the spare ones."""
+    return [p for p in tmp_homes.iterdir() if str(p) not in SPARES.held()]
+
 
 def homes_of(clinvk_home: Path) -> list[str]:
     root = clinvk_home / "homes"
@@ -149,7 +211,8 @@ def test_ephemeral_and_compat_runs_leave_no_home(make_app, clinvk_home, fake_cli
     stream = client.post("/anthropic/v1/messages", json={"model": "claude", "max_tokens": 5, "stream": True,
                                                          "messages": [{"role": "user", "content": "z"}]})
     assert stream.status_code == 200 and stream.get_data()
-    assert homes_of(clinvk_home) == [] and not any((clinvk_home / "tmp-homes").iterdir())
+    # What the runs left untouched waits for the next one (tests/test_spare_dirs.py), empty.
+    assert homes_of(clinvk_home) == [] and set(map(str, (clinvk_home / "tmp-homes").iterdir())) <= SPARES.held()
 
 
 def test_retention_and_the_command_line_delete_homes(make_config, clinvk_home, fake_clis, monkeypatch):
@@ -176,7 +239,8 @@ def test_a_warm_cli_has_a_home_of_its_own_that_goes_with_it(make_app, clinvk_hom
                for _ in range(2)]
     assert [a["exit_code"] for a in answers] == [0, 0]
     assert wait_for(lambda: pool.counts["hit"] == 1 and pool.idle() == 1, 30), pool.counts
-    # Left: the waiting process's own throwaway home; the two runs' homes go when their CLIs end.
-    assert wait_for(lambda: len(list(tmp_homes.iterdir())) == 1, 30), list(tmp_homes.iterdir())
+    # Left: the waiting process's own throwaway home; the two runs' homes go when their CLIs end (or,
+    # untouched, wait empty for the next run: tests/test_spare_dirs.py).
+    assert wait_for(lambda: len(in_use(tmp_homes)) == 1, 30), in_use(tmp_homes)
     pool.close()
-    assert wait_for(lambda: not any(tmp_homes.iterdir()), 30), list(tmp_homes.iterdir())
+    assert wait_for(lambda: not in_use(tmp_homes), 30), in_use(tmp_homes)

@@ -235,6 +235,39 @@ def test_gate_without_a_queue_refuses_at_once(tmp_path, kind):
     assert time.monotonic() - started < 5  # liveness: it did not wait out the 30 s queue timeout
 
 
+def test_shared_gate_under_many_threads_never_lets_more_than_its_limit_run(tmp_path):
+    """The slot files are locked outside the gate's own lock: threads racing for them still never hold
+    more than the limit, waiters are woken, and every slot is free again afterwards (another process
+    can take them all)."""
+    gate = SharedGate(4, 64, 30.0, tmp_path / "gate")
+    inside, most, lock, errors = [0], [0], threading.Lock(), []
+
+    def worker() -> None:
+        try:
+            for _ in range(40):
+                with gate.slot():
+                    with lock:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                    time.sleep(0.0005)
+                    with lock:
+                        inside[0] -= 1
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [] and most[0] <= 4 and (gate.running, gate.queued) == (0, 0)
+    other = subprocess.run([os.sys.executable, "-c", "import sys\nfrom clinvk.gate import SharedGate\n"
+                            "gate = SharedGate(4, 0, 0, sys.argv[1])\nfor _ in range(4): gate.acquire()\n",
+                            str(tmp_path / "gate")], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert other.returncode == 0, other.stderr
+
+
 _HOLDER = """
 import sys, time
 from clinvk.gate import SharedGate

@@ -22,6 +22,7 @@ from . import anthropic, native, openai
 from .anthropic import errors as anthropic_errors
 from .http import docs, errors, meta
 from .http.cors import init_cors
+from .http.flaskapp import App
 from .http.metrics import init_metrics
 from .http.observe import init_observability
 from .http.origin import init_request_origin
@@ -82,7 +83,7 @@ def create_app(config: Config | None = None, *, store: SessionStore | None = Non
     """
     config = config if config is not None else load_config()
     api_keys = api_keys if api_keys is not None else ApiKeys.from_config(config)
-    app = Flask(__name__)
+    app = App(__name__)
     app.config["CLINVK"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_request_body_bytes or None
     app.json.sort_keys = False

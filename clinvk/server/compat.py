@@ -25,6 +25,7 @@ from .http.disconnect import client_gone_token
 from .http.errors import ApiError, service_error
 from .http.streaming import stream_response
 from ..specs import MAX_SYSTEM_PROMPT_CHARS
+from ..specs.plain import PlainBody
 
 # A failed or timed-out run is not retried by the SDKs: the CLI already retried its vendor API,
 # and an agent run may have had side effects (edited files) that a blind repeat would redo.
@@ -41,10 +42,10 @@ OUTPUT_INCLUDES_REASONING = {"claude": True, "codex": True, "gemini": False}
 
 # -- request ---------------------------------------------------------------------------------------------
 
-def load(schema: Schema) -> dict[str, Any]:
-    """The JSON body validated by ``schema``; errors name fields as the vendor APIs do (``messages[0]``,
-    no ``body.``), and a bad request is a 400, as theirs are."""
-    return bodies.load(schema, root=None, status=400)
+def load(schema: Schema, plain: PlainBody | None = None) -> dict[str, Any]:
+    """The JSON body validated by ``schema`` (``plain``: its fast path); errors name fields as the vendor
+    APIs do (``messages[0]``, no ``body.``), and a bad request is a 400, as theirs are."""
+    return bodies.load(schema, root=None, status=400, plain=plain)
 
 
 def backend_for_model(model: str) -> tuple[str, str]:

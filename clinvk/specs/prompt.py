@@ -5,13 +5,16 @@ Used by the native API, the orchestration specs and the command line; knows noth
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from ..config import APPROVAL_MODES, BACKEND_NAMES, OUTPUT_FORMATS, SANDBOX_MODES
+from ..modelname import MODEL_PATTERN
 from .fields import (MAX_EXTRA_FLAGS, model_name, MAX_PROMPT_CHARS, MAX_SYSTEM_PROMPT_CHARS, RequestSchema, StrictBoolean,
                      StrictInteger)
+from .plain import PlainBody, boolean, choice, integer, text
 
 STREAM_FORMAT = "stream-json"
 
@@ -91,10 +94,13 @@ def to_request(data: dict) -> PromptRequest:
     return PromptRequest(**data)
 
 
+SESSION_ID_PATTERN = r"^[0-9a-f]{1,32}$"
+
+
 class PromptRequestSchema(PromptOptionsSchema):
     ephemeral = StrictBoolean(metadata={"description": "Store no session (and leave no CLI transcript)."})
-    session_id = fields.String(validate=validate.Regexp(r"^[0-9a-f]{1,32}$", error="must be 1-32 lowercase hex "
-                                                                                    "characters"),
+    session_id = fields.String(validate=validate.Regexp(SESSION_ID_PATTERN, error="must be 1-32 lowercase hex "
+                                                                                  "characters"),
                                metadata={"description": "Continue this stored session (full id or unique prefix)."})
     metadata = fields.Dict(keys=fields.String(validate=validate.Length(max=256)),
                            values=fields.String(validate=validate.Length(max=4096)),
@@ -104,3 +110,22 @@ class PromptRequestSchema(PromptOptionsSchema):
     def _backend_or_session(self, data, **kwargs):
         if "backend" not in data and "session_id" not in data:
             raise ValidationError("required unless session_id is given", "backend")
+
+
+def _plain_prompt(loaded: dict) -> PromptRequest | None:
+    """PromptRequestSchema's own checks and post_load, on what the plain path loaded."""
+    if "backend" not in loaded and "session_id" not in loaded:
+        return None
+    return to_request(loaded)
+
+
+def plain_prompt_request(schema: PromptRequestSchema) -> PlainBody:
+    """The fast path of ``schema`` (:mod:`clinvk.specs.plain`): every field but ``extra`` and ``metadata``."""
+    return PlainBody(schema, {
+        "backend": text(max_length=64), "prompt": text(1, MAX_PROMPT_CHARS),
+        "model": text(max_length=200, pattern=re.compile(MODEL_PATTERN)), "workdir": text(max_length=4096),
+        "approval_mode": choice(APPROVAL_MODES), "sandbox_mode": choice(SANDBOX_MODES),
+        "output_format": choice(OUTPUT_FORMATS), "max_tokens": integer(0), "max_turns": integer(0, 1000),
+        "system_prompt": text(max_length=MAX_SYSTEM_PROMPT_CHARS), "verbose": boolean(), "dry_run": boolean(),
+        "ephemeral": boolean(), "session_id": text(pattern=re.compile(SESSION_ID_PATTERN)),
+    }, required=("prompt",), finish=_plain_prompt)

@@ -3,9 +3,13 @@ sends), and the message, stream event and error shapes documented in /openapi.js
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import Schema, fields, validate
 
+from ...modelname import MODEL_PATTERN
 from ...specs.fields import model_name
+from ...specs.plain import PlainBody, boolean, choice, integer, number, objects, text, text_content
 from ..compat_schemas import CONTENT_DOC, Lenient, StrictBoolean, StrictInteger, StrictNumber, TextContent
 
 
@@ -35,6 +39,19 @@ class AnthropicMessagesRequestSchema(Lenient):
     tools = fields.List(fields.Dict(), allow_none=True, metadata={"description": "Accepted and ignored."})
     tool_choice = fields.Dict(allow_none=True)
     thinking = fields.Dict(allow_none=True)
+
+
+def plain_messages_request(schema: AnthropicMessagesRequestSchema) -> PlainBody:
+    """The fast path of ``schema`` (:mod:`clinvk.specs.plain`): messages and system as strings, and the
+    scalar options; content blocks, tools and the like go through the schema."""
+    message = PlainBody(AnthropicMessageParamSchema(), {"role": choice(("user", "assistant", "system")),
+                                                        "content": text_content()}, required=("role", "content"))
+    return PlainBody(schema, {
+        "model": text(1, 200, re.compile(MODEL_PATTERN)), "max_tokens": integer(1),
+        "messages": objects(message, min_length=1), "system": text_content(allow_none=True),
+        "stream": boolean(allow_none=True), "temperature": number(allow_none=True), "top_p": number(allow_none=True),
+        "top_k": integer(allow_none=True),
+    }, required=("model", "max_tokens", "messages"))
 
 
 class AnthropicTextBlockSchema(Schema):

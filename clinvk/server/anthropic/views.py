@@ -17,12 +17,13 @@ from ..compat import Conversation, Usage
 from ..http.errors import register_renderer
 from . import stream
 from .errors import render
-from .schemas import AnthropicMessagesRequestSchema
+from .schemas import AnthropicMessagesRequestSchema, plain_messages_request
 
 bp = Blueprint("anthropic", __name__, url_prefix="/anthropic/v1")
 register_renderer(bp, render, compat.fields())
 
 request_schema = AnthropicMessagesRequestSchema()
+plain_request = plain_messages_request(request_schema)
 
 
 def conversation(data: dict[str, Any]) -> Conversation:
@@ -71,7 +72,7 @@ def messages():
         503: {description: Backend not available, content: {application/json: {schema: AnthropicErrorSchema}}}
         504: {description: The CLI run timed out, content: {application/json: {schema: AnthropicErrorSchema}}}
     """
-    data = compat.load(request_schema)
+    data = compat.load(request_schema, plain_request)
     chat = conversation(data)
     message = {"id": compat.new_id("msg_"), "type": "message", "role": "assistant", "model": data["model"]}
     return compat.answer(data["model"], chat, stream=bool(data.get("stream")),

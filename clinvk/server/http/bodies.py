@@ -10,19 +10,26 @@ from flask import request
 from marshmallow import Schema, ValidationError
 
 from ...specs.fields import field_path
+from ...specs.plain import PlainBody
 from .errors import ApiError, invalid
 
 
-def load(schema: Schema, data: Any | None = None, *, root: str | None = "body", status: int = 422) -> Any:
+def load(schema: Schema, data: Any | None = None, *, root: str | None = "body", status: int = 422,
+         plain: PlainBody | None = None) -> Any:
     """Validate ``data`` (default: the JSON body) with ``schema``.
 
     :param root: how errors name the document: ``body.tasks[1].backend``; ``None`` names fields
         from the top (``tasks[1].backend``), as the vendor APIs do.
     :param status: the status of a schema violation (the native API answers 422, the vendor APIs 400).
+    :param plain: the schema's fast path for plain bodies (:mod:`clinvk.specs.plain`), tried first.
     :raise ApiError: naming each bad field; 400/415 for a body that is no JSON object.
     """
     if data is None:
         data = json_body(root)
+    if plain is not None:
+        loaded = plain.load(data)
+        if loaded is not None:
+            return loaded
     try:
         return schema.load(data)
     except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,6 +33,13 @@ def peer_is_trusted(remote_addr: str | None, trusted: list[Network]) -> bool:
     return peer is not None and any(peer.version == net.version and peer in net for net in trusted)
 
 
+@functools.lru_cache(maxsize=4096)
+def _peer_text(remote_addr: str) -> str:
+    """The peer's address as :func:`client_ip` writes it (the same few peers come again and again)."""
+    peer = _ip(remote_addr)
+    return str(peer) if peer is not None else remote_addr or "unknown"
+
+
 def client_ip(remote_addr: str | None, headers, trusted: list[Network]) -> str:
     """The client's address. Forwarding headers count only when the peer is a trusted proxy.
 
@@ -40,6 +48,8 @@ def client_ip(remote_addr: str | None, headers, trusted: list[Network]) -> str:
     So a client cannot choose its identity by sending its own ``X-Forwarded-For``: the trusted proxy
     appends the real peer after whatever the client wrote.
     """
+    if not trusted:
+        return _peer_text(remote_addr or "")
     peer = _ip(remote_addr or "")
     if peer is None:
         return remote_addr or "unknown"

@@ -20,7 +20,7 @@ def service() -> Service:
 def for_caller(base: Service) -> Service:
     """``base`` acting for the tenant of this request's API key."""
     tenant = g.get("tenant")
-    return base if tenant is None else base.for_tenant(tenant)
+    return base if tenant is None or tenant == base.tenant else base.for_tenant(tenant)
 
 
 def settings() -> ServerConfig:

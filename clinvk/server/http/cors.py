@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask
+from flask import Flask, Response, request
 from flask_cors import CORS
 
 from ...config import Config
@@ -42,3 +42,18 @@ def init_cors(app: Flask, config: Config) -> None:
     if server.cors_max_age > 0:
         options["max_age"] = server.cors_max_age
     CORS(app, **options)
+    only_with_origin(app)
+
+
+def only_with_origin(app: Flask) -> None:
+    """Run flask-cors's after_request hook only for requests that send an ``Origin``: with
+    ``always_send`` off it adds nothing to any other response (not even ``Vary``), yet would match
+    every path against its resource patterns first."""
+    hooks = app.after_request_funcs.setdefault(None, [])
+    index = next(i for i, hook in enumerate(hooks) if getattr(hook, "__name__", "") == "cors_after_request")
+    cors_after_request = hooks[index]
+
+    def cors_when_asked(response: Response) -> Response:
+        return cors_after_request(response) if request.headers.get("Origin") else response
+
+    hooks[index] = cors_when_asked

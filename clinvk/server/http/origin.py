@@ -15,6 +15,7 @@ state-changing requests it runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from urllib.parse import urlsplit
@@ -84,11 +85,14 @@ def init_request_origin(app: Flask, config: Config) -> None:
                 return forwarded
         return request.headers.get("Host", "")
 
+    @functools.lru_cache(maxsize=1024)  # a server is reached under few names
+    def answers_to(host: str) -> bool:
+        return host_allowed(split_host(host)[0], hosts)
+
     @app.before_request
     def _check_host_and_origin():
         host = own_host()
-        name, _ = split_host(host)
-        if not host_allowed(name, hosts):
+        if not answers_to(host):
             raise ApiError(400, f"Host {host!r} is not one this server answers to "
                                 "(server.allowed_hosts)",
                            errors=[{"field": "header.Host", "message": "not in server.allowed_hosts"}])

@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 
 from ...events import RunResult
 from ...scratch import remove_scratch
+from ...specs.prompt import plain_prompt_request
 from ..http.bodies import load
 from ..http.context import service
 from ..http.disconnect import client_gone_token
@@ -18,6 +19,7 @@ from . import schemas, stream
 bp = Blueprint("api", __name__)
 
 prompt_schema = schemas.PromptRequestSchema()
+plain_prompt = plain_prompt_request(prompt_schema)
 session_query_schema = schemas.SessionListQuerySchema()
 
 
@@ -62,7 +64,7 @@ def prompt():
         429: {description: Server busy or rate limited, content: {application/problem+json: {schema: ProblemSchema}}}
         503: {description: Backend not available, content: {application/problem+json: {schema: ProblemSchema}}}
     """
-    prepared = service().prepare(load(prompt_schema))
+    prepared = service().prepare(load(prompt_schema, plain=plain_prompt))
     if prepared.stream:
         run = prepared.start_stream()
         return stream.respond(run, lambda error: stream.failed(error, prepared.backend.name, prepared.session_id))

@@ -3,9 +3,13 @@ and common clients send), and the response, chunk, model and error shapes docume
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import Schema, fields, validate
 
+from ...modelname import MODEL_PATTERN
 from ...specs.fields import model_name
+from ...specs.plain import PlainBody, boolean, choice, integer, nested, number, objects, text, text_content
 from ..compat_schemas import CONTENT_DOC, Lenient, StrictBoolean, StrictInteger, StrictNumber, TextContent
 
 
@@ -85,6 +89,25 @@ class OpenAIChatCompletionRequestSchema(Lenient):
     parallel_tool_calls = StrictBoolean(allow_none=True)
     store = StrictBoolean(allow_none=True)
     reasoning_effort = fields.String(allow_none=True)
+
+
+def plain_chat_completion_request(schema: OpenAIChatCompletionRequestSchema) -> PlainBody:
+    """The fast path of ``schema`` (:mod:`clinvk.specs.plain`): messages with string content, and the
+    scalar options; tools, stop, response_format and the like go through the schema."""
+    message = PlainBody(OpenAIMessageSchema(), {"role": choice(OPENAI_ROLES), "content": text_content(allow_none=True),
+                                                "name": text(allow_none=True)},
+                        required=("role",), defaults={"content": None})
+    stream_options = PlainBody(OpenAIStreamOptionsSchema(), {"include_usage": boolean(allow_none=True)})
+    optional_number, optional_count = number(allow_none=True), integer(1, allow_none=True)
+    return PlainBody(schema, {
+        "model": text(1, 200, re.compile(MODEL_PATTERN)), "messages": objects(message, min_length=1),
+        "stream": boolean(allow_none=True), "stream_options": nested(stream_options, allow_none=True),
+        "max_tokens": optional_count, "max_completion_tokens": optional_count, "n": optional_count,
+        "temperature": optional_number, "top_p": optional_number, "presence_penalty": optional_number,
+        "frequency_penalty": optional_number, "seed": integer(allow_none=True), "top_logprobs": integer(allow_none=True),
+        "user": text(allow_none=True), "reasoning_effort": text(allow_none=True), "logprobs": boolean(allow_none=True),
+        "parallel_tool_calls": boolean(allow_none=True), "store": boolean(allow_none=True),
+    }, required=("model", "messages"))
 
 
 class OpenAIModelSchema(Schema):

@@ -20,12 +20,13 @@ from ..http.context import service
 from ..http.errors import ApiError
 from . import stream
 from .errors import render
-from .schemas import OpenAIChatCompletionRequestSchema
+from .schemas import OpenAIChatCompletionRequestSchema, plain_chat_completion_request
 
 bp = Blueprint("openai", __name__, url_prefix="/openai/v1")
 register_renderer(bp, render, compat.fields("messages"))
 
 request_schema = OpenAIChatCompletionRequestSchema()
+plain_request = plain_chat_completion_request(request_schema)
 OWNERS = {"claude": "anthropic", "codex": "openai", "gemini": "google"}
 LISTED_SINCE = int(time.time())  # `created` of the listed models: stable for the server's lifetime
 
@@ -115,7 +116,7 @@ def chat_completions():
         503: {description: Backend not available, content: {application/json: {schema: OpenAIErrorSchema}}}
         504: {description: The CLI run timed out, content: {application/json: {schema: OpenAIErrorSchema}}}
     """
-    data = compat.load(request_schema)
+    data = compat.load(request_schema, plain_request)
     chat = conversation(data["messages"])
     meta = {"id": compat.new_id("chatcmpl-"), "created": int(time.time()), "model": data["model"]}
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
