@@ -149,34 +149,20 @@ class _LockFiles:
 
     def try_take(self) -> int | None:
         """Lock a free file without blocking; its index, or None when every one is locked."""
-        count = len(self.paths)
-        start = self.next
-        for step in range(count):
-            index = (start + step) % count
-            if self.taken[index]:
-                continue
-            fd = self.fds[index]
-            if fd is None:
-                fd = self.fds[index] = os.open(self.paths[index], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    continue
-                raise
-            self.taken[index] = True
-            self.next = (index + 1) % count
-            return index
+        locked_elsewhere: set[int] = set()
+        while (index := self.reserve(locked_elsewhere)) is not None:
+            if self.lock(index):
+                return index
+            self.unreserve(index)
+            locked_elsewhere.add(index)
         return None
 
     def give_back(self, index: int) -> None:
-        fd = self.fds[index]
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        self.taken[index] = False
+        self.unlock(index)
+        self.unreserve(index)
 
-    # The same in steps, so that the flock calls can run outside the caller's lock: reserve() and
-    # unreserve() under it, lock() and unlock() outside, on a file this thread reserved.
+    # The steps of the two above, so that the flock calls can run outside the caller's lock: reserve()
+    # and unreserve() under it, lock() and unlock() outside, on a file this thread reserved.
 
     def reserve(self, skip: set[int]) -> int | None:
         """A file no thread of this process holds and not in ``skip``, marked as held here; None if none."""
