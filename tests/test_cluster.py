@@ -154,7 +154,7 @@ def test_a_host_killed_during_a_turn_blocks_its_session_until_the_lease_expires(
 
 def test_a_tenants_run_quota_holds_across_hosts_and_a_dead_hosts_slot_comes_back(
         fake_clis, postgres_db, redis_service, tmp_path):
-    name, key, lease = "q" + secrets.token_hex(4), "k" + secrets.token_hex(16), 3
+    name, key, lease = "q" + secrets.token_hex(4), "k" + secrets.token_hex(16), 5
     config = {"server": {"max_queued_runs": 0, "quota_lease_secs": lease},
               "tenants": {name: {"max_concurrent_runs": 2}}}
     headers = {"X-Api-Key": key, "Content-Type": "application/json"}

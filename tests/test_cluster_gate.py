@@ -113,10 +113,10 @@ def _took(g: RedisGate) -> bool:
 
 
 def test_a_live_holder_keeps_its_slot_past_the_lease(redis_service):
-    name, lease = fresh_name(), 0.6
+    name, lease = fresh_name(), 1.5
     holder, other = gate(redis_service, name, 1, lease_secs=lease), gate(redis_service, name, 1, lease_secs=lease)
     holder.acquire()
-    time.sleep(lease * 4)  # renewed every third of the lease meanwhile
+    time.sleep(lease * 3)  # renewed every third of the lease meanwhile: expired twice over without it
     with pytest.raises(GateFull):
         other.acquire()
     holder.release()
