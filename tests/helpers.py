@@ -83,3 +83,13 @@ def process_groups_under(pid: int) -> set[int]:
         if ancestor == pid and child != pid and pgrp != own:
             groups.add(pgrp)
     return groups
+
+
+def run_processes(ctx, target, args_list: list[tuple]) -> list[int | None]:
+    """Start one process of ``ctx`` per argument tuple, wait for all (2 min each at most); their exit codes."""
+    procs = [ctx.Process(target=target, args=args) for args in args_list]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    return [p.exitcode for p in procs]

@@ -26,6 +26,7 @@ from clinvk.sessions import (
     SqliteSessionStore as SessionStore,
 )
 from clinvk.sessions.postgresql import PostgresSessionStore
+from tests.helpers import run_processes
 from tests.services import postgres_db, postgres_server  # noqa: F401 (fixtures)
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -475,15 +476,6 @@ def _turns_worker(path, session_id, n, use_fresh_store, inherited=None):
         store.list(limit=5)
 
 
-def _run_processes(ctx, target, args_list):
-    procs = [ctx.Process(target=target, args=args) for args in args_list]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    return [p.exitcode for p in procs]
-
-
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_processes_record_turns(tmp_path, method):
     path = tmp_path / "sessions.db"
@@ -492,7 +484,7 @@ def test_processes_record_turns(tmp_path, method):
     ctx = multiprocessing.get_context(method)
     # with fork, children reuse the parent's store object (and its connection): it must reconnect
     args = [(str(path), s.id, 50, method == "spawn", store if method == "fork" else None) for _ in range(4)]
-    assert _run_processes(ctx, _turns_worker, args) == [0, 0, 0, 0]
+    assert run_processes(ctx, _turns_worker, args) == [0, 0, 0, 0]
     got = store.get(s.id)
     assert got.turn_count == 200
     assert got.token_usage == TokenUsage(200, 400, 0, 200)
@@ -507,7 +499,7 @@ def _open_and_create(path, n):
 def test_processes_open_fresh_store_concurrently(tmp_path):
     path = tmp_path / "new" / "sessions.db"
     ctx = multiprocessing.get_context("spawn")
-    assert _run_processes(ctx, _open_and_create, [(str(path), 25)] * 4) == [0, 0, 0, 0]
+    assert run_processes(ctx, _open_and_create, [(str(path), 25)] * 4) == [0, 0, 0, 0]
     assert SessionStore(path).count() == 100
 
 
@@ -523,7 +515,7 @@ def test_processes_switch_fresh_file_to_wal_at_once(tmp_path):
     for round_ in range(10):
         barrier = ctx.Barrier(8)
         args = [(str(tmp_path / f"{round_}.db"), barrier)] * 8
-        assert _run_processes(ctx, _open_at_once, args) == [0] * 8
+        assert run_processes(ctx, _open_at_once, args) == [0] * 8
 
 
 def test_threads_share_store(store):

@@ -13,6 +13,7 @@ from clinvk.events import TokenUsage
 from clinvk.sessions import open_store
 from clinvk.sessions import postgresql as pg
 from clinvk.sessions.postgresql import PostgresSessionStore
+from tests.helpers import run_processes
 from tests.services import postgres_db, postgres_server  # noqa: F401 (fixtures)
 
 
@@ -23,18 +24,9 @@ def _open_and_create(url, n):
     store.close()
 
 
-def _run(ctx, target, args_list):
-    procs = [ctx.Process(target=target, args=args) for args in args_list]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    return [p.exitcode for p in procs]
-
-
 def test_hosts_starting_together_apply_the_schema_once(postgres_db):
     ctx = multiprocessing.get_context("spawn")
-    assert _run(ctx, _open_and_create, [(postgres_db, 10)] * 4) == [0, 0, 0, 0]
+    assert run_processes(ctx, _open_and_create, [(postgres_db, 10)] * 4) == [0, 0, 0, 0]
     store = PostgresSessionStore(postgres_db)
     assert store.count() == 40
     store.close()
@@ -69,7 +61,7 @@ def test_forked_children_open_their_own_pool(postgres_db):
     store = PostgresSessionStore(postgres_db)
     s = store.create(backend="claude")  # the parent's pool is open before the fork
     ctx = multiprocessing.get_context("fork")
-    assert _run(ctx, _turns, [(store, s.id, 20)] * 3) == [0, 0, 0]
+    assert run_processes(ctx, _turns, [(store, s.id, 20)] * 3) == [0, 0, 0]
     assert store.get(s.id).turn_count == 60  # and the parent's pool still works
     store.close()
 
