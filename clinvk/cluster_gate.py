@@ -98,6 +98,7 @@ class RedisGate(Gate):
         self._cond = threading.Condition()
         self._held: list[str | None] = []  # a token per slot held in Redis; None for one of the fallback's
         self._numbers = itertools.count(1)
+        self._host = socket.gethostname()  # names a token's host for whoever reads Redis; not asked per run
         self._pid = os.getpid()
         self._renewer: threading.Thread | None = None
         self._unreachable = False
@@ -194,7 +195,7 @@ class RedisGate(Gate):
 
     def _new_token(self) -> str:
         self._check_fork()
-        return f"{socket.gethostname()}:{os.getpid()}:{next(self._numbers)}:{secrets.token_hex(4)}"
+        return f"{self._host}:{os.getpid()}:{next(self._numbers)}:{secrets.token_hex(4)}"
 
     def _check_fork(self) -> None:
         with self._cond:
