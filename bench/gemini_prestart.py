@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,11 @@ def one_run(argv: list[str], env: dict[str, str], cwd: str, stdin_text: str | No
             proc.stdin.close()
     except BrokenPipeError:  # it already gave up
         pass
-    proc.wait(timeout=120)  # its output is far below a pipe's buffer; stdin stays open until it exits
+    try:
+        proc.wait(timeout=120)  # its output is far below a pipe's buffer; stdin stays open until it exits
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     ended = time.perf_counter()
     out, err = proc.stdout.read(), proc.stderr.read()
     for pipe in (proc.stdin, proc.stdout, proc.stderr):
