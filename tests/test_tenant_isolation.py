@@ -79,3 +79,23 @@ def test_another_tenants_scratch_workdir_is_refused_everywhere(two_keys, fake_cl
         assert compare.status_code in (400, 422), compare.json
     assert len(fake_clis.calls()) == calls
 
+
+
+@pytest.mark.parametrize("target", ["bob", "state"])
+def test_a_continued_session_rechecks_its_workdir(make_config, fake_clis, tmp_path, clinvk_home, target):
+    """A session's workdir that became a symlink since its first turn (to another tenant's directory, or
+    clinvk's state directory) is refused like a new run's; the next turn must not run there."""
+    from clinvk.server import create_app
+    alice_root, bob_root = tmp_path / "alice", tmp_path / "bob"
+    (alice_root / "proj").mkdir(parents=True), bob_root.mkdir()
+    client = create_app(make_config(server={"api_keys": [f"alice:{ALICE}", f"bob:{BOB}"]}, tenants={
+        "alice": {"allowed_workdir_prefixes": [str(alice_root)]},
+        "bob": {"allowed_workdir_prefixes": [str(bob_root)]}})).test_client()
+    workdir = alice_root / "proj"
+    sid = run(client, ALICE, workdir=str(workdir))["session_id"]
+    workdir.rmdir()  # e.g. by another of alice's sessions whose workdir is alice_root
+    workdir.symlink_to(bob_root if target == "bob" else clinvk_home)
+    calls = len(fake_clis.calls())
+    again = client.post("/api/v1/prompt", json={"session_id": sid, "prompt": "x"}, headers=auth(ALICE))
+    assert again.status_code == 400 and again.json["errors"][0]["field"] == "body.workdir", again.json
+    assert len(fake_clis.calls()) == calls
