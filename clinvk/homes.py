@@ -154,11 +154,11 @@ class CliHome:
     def release(self, locks: Path) -> None:
         """After the run: copy refreshed login files back to the operator; remove a throwaway home."""
         for source, target, before in self._copied:
-            after = _digest(target)
-            if after is not None and after != before and target.stat().st_size > 0:
+            refreshed = _own_file_bytes(target)
+            if refreshed and hashlib.sha256(refreshed).hexdigest() != before:
                 try:
                     with _locked(locks / f"{self.backend}-credentials.lock"):
-                        _atomic_copy(target, source)
+                        _atomic_write(refreshed, source)
                     log.info("%s refreshed its login: copied %s back to %s", self.backend, target.name, source)
                 except OSError as exc:
                     log.warning("could not copy the refreshed %s back to %s: %s", target.name, source, exc)
@@ -169,11 +169,27 @@ class CliHome:
                 remove_dir(str(self.path), subdirs)
 
 
+def _own_file_bytes(path: Path) -> bytes | None:
+    """The content of ``path`` if it is a regular file itself, else None: a run that replaced its login
+    file with a symlink must not have the link's target (the session database, another tenant's file)
+    copied into the operator's login file and from there into every later run's home."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        return file.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
 def _atomic_copy(source: Path, target: Path) -> None:
+    _atomic_write(source.read_bytes(), target)
+
+
+def _atomic_write(data: bytes, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(source.read_bytes())
+            out.write(data)
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
     except BaseException:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
-# Also the OpenAPI ``pattern`` of every ``model`` field (ECMA and Python regex alike).
-MODEL_PATTERN = r"^(?!-)[^\s\x00-\x1f\x7f-\x9f]*$"
+# Also the OpenAPI ``pattern`` of every ``model`` field (ECMA and Python regex alike). ``(?!\n)``: Python's
+# ``$`` also matches before a final newline, ECMA's does not; the lookahead makes both refuse "name\n".
+MODEL_PATTERN = r"^(?!-)[^\s\x00-\x1f\x7f-\x9f]*$(?!\n)"
 _MODEL = re.compile(MODEL_PATTERN)
 MODEL_RULE = "must not start with '-' nor contain whitespace or control characters"
 

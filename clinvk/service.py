@@ -30,7 +30,7 @@ from .lifecycle import CancelToken, PreparedRun, StreamingRun
 from .modelname import model_error
 from .sessions import Session, SessionStore, open_store
 from .sessions.turns import TurnLeases
-from .scratch import prune_scratch
+from .scratch import is_scratch, prune_scratch
 from .specs import PromptRequest
 from .tenants import Tenant, local_tenant
 from .warm import WarmPool
@@ -219,18 +219,26 @@ class Service:
         return session
 
     def _workdir(self, request: PromptRequest, session: Session | None, fields: _Fields) -> str:
-        """A continued session keeps its workdir; a new run's is checked against the workdir policy."""
+        """A continued session keeps its workdir; a new run's is checked against the workdir policy, and so
+        is a continued session's again (it, or a directory above it, may have become a symlink to a place
+        the policy refuses since the first turn), unless it is the session's own scratch dir."""
         if session:
             if request.workdir and request.workdir != session.working_dir:
                 fields.fail(ServiceError, f"session {session.id} runs in "
                                           f"{session.working_dir or 'the server directory'}; "
                                           "a continued session cannot change its workdir", "workdir")
+            if session.working_dir and not is_scratch(self.config.home, session.working_dir):
+                self._allowed_workdir(session.working_dir, fields)
             return session.working_dir
         if not request.workdir:
             return ""
+        return self._allowed_workdir(request.workdir, fields)
+
+    def _allowed_workdir(self, path: str, fields: _Fields) -> str:
+        """``path`` resolved, if the server's workdir policy and this tenant's prefixes allow it."""
         try:
             # clinvk's own state (sessions, keys' run slots, scratch dirs) is never a workdir.
-            workdir = resolve_workdir(request.workdir, self.config.server.allowed_workdir_prefixes,
+            workdir = resolve_workdir(path, self.config.server.allowed_workdir_prefixes,
                                       [*self.config.server.blocked_workdir_prefixes, str(self.config.home)])
         except WorkdirError as exc:
             fields.fail(ServiceError, f"workdir {exc}", "workdir")

@@ -35,7 +35,7 @@ DANGEROUS = {
                ["--allowed-tools", "run_shell_command"], ["--allowed-mcp-server-names", "x"],
                ["-e", "evil"], ["--extensions", "evil"], ["--policy", "/tmp/p"], ["--admin-policy", "/tmp/p"]],
 }
-BAD_MODELS = ["-x", "--help", "a b", "sonnet\n--add-dir", "a\tb", "ctl\x01", "del\x7f", "nb\u00a0sp", " sonnet"]
+BAD_MODELS = ["-x", "--help", "a b", "sonnet\n--add-dir", "a\tb", "ctl\x01", "del\x7f", "nb\u00a0sp", " sonnet", "sonnet\n"]
 
 
 def help_flags(backend: str) -> set[str]:

@@ -109,6 +109,26 @@ def test_login_files_follow_how_each_cli_refreshes(tmp_path, operator):
     assert oct((operator / ".claude" / ".credentials.json").stat().st_mode & 0o777) == "0o600"
 
 
+
+@pytest.mark.parametrize("backend, name, sandboxed", [("claude", ".credentials.json", False),
+                                                      ("claude", ".credentials.json", True),
+                                                      ("codex", "auth.json", True)])
+def test_a_login_file_the_run_made_a_symlink_is_not_copied_back(tmp_path, operator, backend, name, sandboxed):
+    """An agent that turns its copy of the login file into a symlink (a link's text needs no access to its
+    target, not even inside the sandbox) must not get the target copied into the operator's file, and so
+    into every later run's home: the session database, another tenant's files."""
+    homes = CliHomes(tmp_path / "state")
+    home = homes.open(backend, "d" * 32, {"HOME": str(operator)}, sandboxed=sandboxed)
+    secret = tmp_path / "state" / "sessions.db"
+    secret.write_text("every tenant's sessions")
+    copy = home.state_dir / name
+    before = (operator / f".{backend}" / name).read_text()
+    copy.unlink()
+    copy.symlink_to(secret)
+    home.release(homes.locks)
+    assert (operator / f".{backend}" / name).read_text() == before
+
+
 def test_throwaway_homes_go_after_the_run(tmp_path, operator):
     homes = CliHomes(tmp_path / "state")
     home = homes.open("codex", None, {"HOME": str(operator)}, sandboxed=False)

@@ -150,8 +150,9 @@ def test_events_from_a_position_as_ndjson_and_as_sse_resuming_after_last_event_i
         data = json.loads(frame.split("\n")[1].removeprefix("data: "))
         assert {"seq": expected["seq"], **data} == expected
 
-    bad = client.get(f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "three"})
-    assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "header.Last-Event-ID"
+    for raw in ("three", "\u00b2", "-1"):  # "²" is a digit to str.isdigit() but no number to int()
+        bad = client.get(f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": raw})
+        assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "header.Last-Event-ID", raw
     assert client.get(f"/api/v1/jobs/{job['id']}/events?after=-1").status_code == 422
 
 

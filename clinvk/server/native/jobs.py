@@ -173,7 +173,7 @@ def last_event_id() -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
         return 0
-    if not raw.isdigit() or len(raw) > 16:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 16:  # isdigit() alone takes "²", which int() refuses
         raise ApiError(422, "Last-Event-ID must be an event position (a non-negative integer)",
                        errors=[{"field": "header.Last-Event-ID", "message": "must be a non-negative integer"}])
     return int(raw)
