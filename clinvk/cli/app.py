@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import signal
 import sys
 
 import click
 
 from ..runner import terminate_all
 from . import context
-from .context import EXIT_INTERRUPTED, EXIT_OK, CliContext, PromptOptions, pass_cli
+from .context import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, CliContext, PromptOptions, pass_cli
 from .params import prompt_options
 
 EXIT_CODES_HELP = """\b
@@ -17,7 +18,8 @@ Exit codes:
   0  success
   1  a backend run failed (error, timeout, CLI not available)
   2  usage error (bad option, file, config or session id)
-  130  interrupted (Ctrl+C); running CLIs are killed"""
+  130  interrupted (Ctrl+C); running CLIs are killed
+  143  terminated (SIGTERM); running CLIs are killed"""
 
 
 class PromptGroup(click.Group):
@@ -58,14 +60,30 @@ def cli(ctx: click.Context, obj: CliContext, config_path: str | None, **options)
         ctx.invoke(cli.get_command(ctx, "prompt"))
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl+C raises KeyboardInterrupt, so that the same unwinding
+    ends the running CLIs: they run in sessions of their own, and whoever stopped us did not signal them."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated
+
+
 def main() -> None:
-    """The console script: like click's standalone mode, but Ctrl+C exits 130 after the CLIs are killed."""
+    """The console script: like click's standalone mode, but Ctrl+C exits 130 and SIGTERM 143, each
+    after the CLIs are killed. (``clinvk serve``'s gunicorn installs its own SIGTERM handling.)"""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = cli.main(prog_name="clinvk", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
         terminate_all("interrupted")
         click.echo("\nInterrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        terminate_all("terminated")
+        click.echo("\nTerminated.", err=True)
+        sys.exit(EXIT_TERMINATED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
