@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
 
 import pytest
 
-from tests.helpers import wait_for, wait_gone
-from tests.server_process import FAKE_KNOBS_ENV
+from clinvk import leftovers
+from tests.helpers import alive, wait_for, wait_gone
+from tests.server_process import FAKE_KNOBS_ENV, ServerProcess
 
 LEAVE_BEHIND = "FAKE_HANG FAKE_SPAWN_CHILD FAKE_SPAWN_DETACHED"
 
@@ -83,3 +85,79 @@ def test_the_command_line_stopped_leaves_no_cli(cli_env, fake_clis, tmp_path, co
         if proc.poll() is None:
             proc.kill()
         kill_all(fake_clis.calls())
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+def scope_of(pid: int) -> bytes:
+    """The server's part of the tag a CLI process carries (``<scope>.<worker>.<n>``)."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        for entry in f.read().split(b"\0"):
+            if entry.startswith(leftovers.VARIABLE.encode() + b"="):
+                return entry.split(b"=", 1)[1].split(b".")[0]
+    raise AssertionError(f"process {pid} carries no {leftovers.VARIABLE}")
+
+
+def scoped(scope: bytes) -> list[int]:
+    """Every live process that a run of the server with ``scope`` started (warm CLIs included)."""
+    needle = f"{leftovers.VARIABLE}=".encode() + scope + b"."
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if (environ.startswith(needle) or b"\0" + needle in environ) and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def send(server: ServerProcess, path: str, body: dict) -> socket.socket:
+    """A request whose answer nobody reads until the socket is closed."""
+    data = json.dumps(body).encode()
+    sock = server.connect()
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
+@pytest.mark.gunicorn
+@pytest.mark.parametrize("goodbye", ["SIGHUP", "SIGQUIT"])
+def test_a_reload_or_quick_stop_leaves_no_cli(tmp_path, fake_clis, goodbye):
+    """A plain run, a stream, a job and a waiting warm CLI, all in flight: SIGHUP (gunicorn replaces
+    the worker, the old one stops gracefully) or SIGQUIT (a quick stop) ends every one of them."""
+    config = {"server": {"request_timeout_secs": 120, "shutdown_grace_secs": 1}}
+    server = ServerProcess(tmp_path, config=config, threads=8).start()
+    tag = uuid.uuid4().hex[:8]
+    prompt = f"{tag} {LEAVE_BEHIND}"
+    sockets: list[socket.socket] = []
+    scope = b""
+    try:
+        warm_up = server.post("/api/v1/prompt", {"backend": "claude", "prompt": "hi", "ephemeral": True})
+        assert warm_up.status_code == 200, warm_up.text
+        sockets.append(send(server, "/api/v1/prompt", {"backend": "gemini", "prompt": prompt}))
+        sockets.append(send(server, "/api/v1/prompt", {"backend": "claude", "prompt": prompt,
+                                                       "output_format": "stream-json"}))
+        job = server.post("/api/v1/jobs", {"backend": "codex", "prompt": prompt})
+        assert job.status_code == 202, job.text
+        calls = started(fake_clis, 3, tag)
+        scope = scope_of(calls[0]["pid"])
+        assert wait_for(lambda: set(scoped(scope)) - set(pids_of(calls)), within=30), "no warm CLI waits"
+        worker = calls[0]["ppid"]
+        if goodbye == "SIGHUP":
+            os.kill(server.proc.pid, signal.SIGHUP)
+            assert wait_gone(worker, within=30), "the old worker did not stop"
+            assert server.get("/health", fresh=True).status_code == 200
+        else:
+            server.stop(signal.SIGQUIT)
+        assert wait_for(lambda: not scoped(scope), within=10), \
+            f"{goodbye} left processes of its runs: {scoped(scope)}"
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+        for pid in scoped(scope) if scope else []:
+            os.kill(pid, signal.SIGKILL)
