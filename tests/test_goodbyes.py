@@ -161,3 +161,38 @@ def test_a_reload_or_quick_stop_leaves_no_cli(tmp_path, fake_clis, goodbye):
         server.stop()
         for pid in scoped(scope) if scope else []:
             os.kill(pid, signal.SIGKILL)
+
+
+# -- batches ---------------------------------------------------------------------------------------
+
+def batch(kind: str, prompt: str) -> tuple[str, dict, int]:
+    """(path, body, how many CLIs it starts) of a batch whose runs all hang but one that fails."""
+    if kind == "fail_fast":
+        tasks = [{"backend": b, "prompt": prompt} for b in ("claude", "codex")]
+        failing = prompt.replace("FAKE_HANG", "FAKE_DELAY=0.5 FAKE_FAIL=500")
+        tasks.append({"backend": "gemini", "prompt": failing})
+        return "/api/v1/parallel", {"tasks": tasks, "fail_fast": True}, 3
+    if kind == "parallel":
+        return "/api/v1/parallel", {"tasks": [{"backend": b, "prompt": prompt} for b in ("claude", "codex")]}, 2
+    if kind == "compare":
+        return "/api/v1/compare", {"prompt": prompt, "backends": ["claude", "codex", "gemini"]}, 3
+    return "/api/v1/chain", {"steps": [{"backend": "claude", "prompt": prompt},
+                                       {"backend": "gemini", "prompt": f"{prompt} {{{{previous}}}}"}]}, 2
+
+
+@pytest.mark.parametrize("kind, stream", [(kind, False) for kind in ("parallel", "compare", "chain", "fail_fast")]
+                         + [(kind, True) for kind in ("parallel", "compare", "fail_fast")])
+def test_a_batch_that_times_out_or_fails_fast_leaves_no_cli(make_app, fake_clis, kind, stream):
+    """Every task's run ends with the batch: its CLI, the CLI's child and what it detached."""
+    tag = uuid.uuid4().hex[:8]
+    path, body, count = batch(kind, f"{tag} {LEAVE_BEHIND}")
+    if stream:
+        body["output_format"] = "stream-json"
+    client = make_app(server={"request_timeout_secs": 1 if kind != "fail_fast" else 60}).test_client()
+    try:
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        calls = started(fake_clis, count, tag)
+        assert wait_gone(*pids_of(calls), within=10), f"{kind} left processes of its tasks"
+    finally:
+        kill_all(fake_clis.calls())
