@@ -15,10 +15,12 @@ import sys
 import uuid
 
 import pytest
+import requests
 
 from clinvk import leftovers
 from tests.helpers import alive, wait_for, wait_gone
 from tests.server_process import FAKE_KNOBS_ENV, ServerProcess
+from tests.test_deploy import Gunicorn, fake_env
 
 LEAVE_BEHIND = "FAKE_HANG FAKE_SPAWN_CHILD FAKE_SPAWN_DETACHED"
 
@@ -196,3 +198,35 @@ def test_a_batch_that_times_out_or_fails_fast_leaves_no_cli(make_app, fake_clis,
         assert wait_gone(*pids_of(calls), within=10), f"{kind} left processes of its tasks"
     finally:
         kill_all(fake_clis.calls())
+
+
+@pytest.mark.gunicorn
+def test_a_worker_recycled_by_max_requests_leaves_no_cli(tmp_path):
+    """gunicorn's ``--max-requests`` (allowed with deploy/gunicorn.conf.py) retires a worker with a
+    stream in flight: the stream's processes end at the latest when the worker does."""
+    env, log = fake_env(tmp_path)
+    server = Gunicorn(tmp_path / "gunicorn", {**env, "GUNICORN_CMD_ARGS": "--max-requests 4",
+                                              "CLINVK_SERVER__SHUTDOWN_GRACE_SECS": "0"}, workers=1)
+    tag = uuid.uuid4().hex[:8]
+    sock = None
+    calls: list[dict] = []
+    try:
+        server.start()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        data = json.dumps({"backend": "claude", "prompt": f"{tag} {LEAVE_BEHIND}", "output_format": "stream-json"})
+        sock.sendall(f"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(data)}\r\n\r\n{data}".encode())
+        assert wait_for(lambda: [c for c in log.calls() if tag in (c.get("prompt") or "") and c.get("detached_pid")],
+                        within=30)
+        calls = [c for c in log.calls() if tag in (c.get("prompt") or "")]
+        worker = calls[0]["ppid"]
+        for _ in range(4):  # the worker's quota: it stops taking requests and retires
+            requests.get(server.url + "/health", headers={"Connection": "close"}, timeout=30)
+        assert wait_gone(worker, within=30), "the recycled worker did not exit"
+        assert wait_gone(*pids_of(calls), within=10), "the recycled worker's stream left processes"
+        assert requests.get(server.url + "/health", timeout=30).status_code == 200
+    finally:
+        if sock is not None:
+            sock.close()
+        server.stop()
+        kill_all(calls)
