@@ -58,8 +58,10 @@ def cli_env(fake_clis, clinvk_home):
 
 COMMANDS = {
     "prompt": (["-b", "claude"], 1),
+    "prompt-stream": (["-b", "gemini", "-o", "stream-json"], 1),
     "parallel": ([], 2),
     "compare": (["compare", "--all-backends"], 3),
+    "chain": ([], 1),
 }
 
 
@@ -73,6 +75,10 @@ def test_the_command_line_stopped_leaves_no_cli(cli_env, fake_clis, tmp_path, co
         tasks = tmp_path / "tasks.json"
         tasks.write_text(json.dumps({"tasks": [{"backend": b, "prompt": prompt} for b in ("claude", "codex")]}))
         args = ["parallel", "--file", str(tasks)]
+    elif command == "chain":
+        steps = tmp_path / "steps.json"
+        steps.write_text(json.dumps([{"backend": "codex", "prompt": prompt}, {"backend": "gemini", "prompt": "later"}]))
+        args = ["chain", "--file", str(steps)]
     else:
         args = [*args, prompt]
     proc = subprocess.Popen([sys.executable, "-m", "clinvk.cli", *args], env=cli_env, cwd=tmp_path,
