@@ -65,7 +65,7 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_the_command_line_stopped_leaves_no_cli(cli_env, fake_clis, tmp_path, command, sig):
     tag = uuid.uuid4().hex[:8]

@@ -20,7 +20,6 @@ from ..sessions import SessionStore, open_store
 
 EXIT_OK, EXIT_BACKEND_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 # unified_flags.command_timeout_secs 0 means "no timeout" on the command line; the runner needs a number.
 NO_TIMEOUT_SECS = 30 * 86400
 
