@@ -1,5 +1,5 @@
 """Nothing a run started outlives it, for the ways of ending one that the other reliability tests do
-not cover: the ``clinvk`` command line stopped by Ctrl+C or SIGTERM, gunicorn reloading or
+not cover: the ``clinvk`` command line stopped by Ctrl+C, SIGTERM or SIGHUP, gunicorn reloading or
 recycling its workers, quick stops of ``clinvk serve``, request timeouts of batches, fail-fast
 batches. Each case starts fakes that leave a child in their group (``FAKE_SPAWN_CHILD``) and a
 detached process outside it (``FAKE_SPAWN_DETACHED``) and checks that all of them are gone."""
