@@ -57,6 +57,21 @@ def test_exited_cli_with_a_child_holding_the_pipe_does_not_hang(tmp_path):
     assert wait_gone(int(pidfile.read_text()), within=5)  # and the leftover child went with it
 
 
+@pytest.mark.parametrize("read", ["collect", "lines"])
+def test_a_cli_that_closes_its_output_and_runs_on_is_ended_at_its_deadline(tmp_path, read):
+    pidfile = tmp_path / "child"
+    process = run(f"sleep 100 >/dev/null 2>&1 & echo $! > {pidfile}; echo answer; exec >&- 2>&-; sleep 100",
+                  timeout=1)
+    if read == "collect":
+        outcome = process.collect()
+    else:
+        assert [line for line in process.lines(keepalive=60) if line is not None] == ["answer"]
+        outcome = process.outcome()
+    process.close()
+    assert outcome.timed_out and outcome.exit_code == -1
+    assert wait_gone(process.pid, int(pidfile.read_text()), within=5)
+
+
 def test_output_is_bounded(monkeypatch):
     monkeypatch.setattr(runner, "MAX_STDOUT_BYTES", 100_000)
     process = run("yes")

@@ -1,6 +1,6 @@
 """A client that leaves a stream while the CLI is silent takes every CLI process group of its request
-with it at once, however long the keep-alive interval: the four kinds of stream (native NDJSON
-prompt, parallel/compare NDJSON, OpenAI SSE, Anthropic SSE), under `clinvk serve`, under
+with it at once, however long the keep-alive interval: every kind of stream (native NDJSON
+prompt, parallel/compare NDJSON, OpenAI chat and Responses SSE, Anthropic SSE), under `clinvk serve`, under
 `gunicorn -c deploy/gunicorn.conf.py` and through nginx with deploy/nginx.conf.
 
 The fake CLIs print their first lines and hang (FAKE_HANG) with a child in their group
@@ -40,6 +40,7 @@ STREAMS = {
                                               "output_format": "stream-json"}, 2),
     "openai": ("/openai/v1/chat/completions",
                lambda p: {"model": "codex", "stream": True, "messages": chat(p)}, 1),
+    "responses": ("/openai/v1/responses", lambda p: {"model": "claude", "stream": True, "input": p}, 1),
     "anthropic": ("/anthropic/v1/messages",
                   lambda p: {"model": "gemini", "max_tokens": 10, "stream": True, "messages": chat(p)}, 1),
 }

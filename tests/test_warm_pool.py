@@ -4,6 +4,8 @@ warm process serves one run; the pool's bounds, expiry and metrics."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.helpers import ndjson, wait_for, wait_gone
@@ -133,6 +135,33 @@ def test_bounds_idle_expiry_and_metrics(make_app, fake_clis):
     assert 'clinvk_warm_pool_events_total{backend="claude",event="miss"} 1.0' in metrics
     assert 'clinvk_warm_pool_events_total{backend="codex",event="miss"} 1.0' in metrics
     assert 'event="discard"' in metrics
+
+
+def test_idle_expiry_leaves_no_process(make_app, fake_clis):
+    """The expired processes are gone, not only out of the pool's count."""
+    app = make_app(run={"warm_pool": {"idle_expiry_secs": 1.0}})
+    warmed(app, "claude")
+    assert wait_for(lambda: len(processes_of(fake_clis)) == 1, 30)  # the cold run is reaped; the warm one waits
+    assert wait_for(lambda: pool_of(app).counts["discard"] == 1, 30)
+    assert wait_for(lambda: not processes_of(fake_clis), 10), "an expired warm process still runs"
+
+
+def processes_of(fake_clis) -> list[int]:
+    """The live fake CLI processes of this test (they carry its log's path)."""
+    needle = f"FAKE_CLI_LOG={fake_clis.log}\0".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    environ = f.read()
+                with open(f"/proc/{name}/stat") as f:
+                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                continue
+            if needle in environ and not zombie:
+                found.append(int(name))
+    return found
 
 
 def test_memory_cap_discards_waiting_processes(make_app, fake_clis, monkeypatch):

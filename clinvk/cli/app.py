@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import signal
 import sys
 
 import click
@@ -17,7 +18,8 @@ Exit codes:
   0  success
   1  a backend run failed (error, timeout, CLI not available)
   2  usage error (bad option, file, config or session id)
-  130  interrupted (Ctrl+C); running CLIs are killed"""
+  130  interrupted (Ctrl+C); running CLIs are killed
+  143, 129  stopped by SIGTERM, SIGHUP (terminal closed); running CLIs are killed"""
 
 
 class PromptGroup(click.Group):
@@ -58,14 +60,44 @@ def cli(ctx: click.Context, obj: CliContext, config_path: str | None, **options)
         ctx.invoke(cli.get_command(ctx, "prompt"))
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP (a service manager, ``kill``, the terminal or SSH connection closing), raised in
+    the main thread as Ctrl+C raises KeyboardInterrupt, so that the same unwinding ends the running
+    CLIs: they run in sessions of their own, and whoever stopped us did not signal them."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_stop_signal(signum, frame) -> None:
+    for sig in STOP_SIGNALS:  # a second one must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
 def main() -> None:
-    """The console script: like click's standalone mode, but Ctrl+C exits 130 after the CLIs are killed."""
+    """The console script: like click's standalone mode, but Ctrl+C exits 130, SIGTERM 143 and SIGHUP
+    129, each after the CLIs are killed. (``clinvk serve``'s gunicorn installs its own handlers.)"""
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_DFL:  # an ignored one (``nohup``) stays ignored
+            signal.signal(sig, _on_stop_signal)
     try:
         code = cli.main(prog_name="clinvk", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
         terminate_all("interrupted")
         click.echo("\nInterrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Stopped as stop:
+        terminate_all(f"stopped by {signal.Signals(stop.signum).name}")
+        try:
+            click.echo(f"\n{signal.strsignal(stop.signum)}.", err=True)
+        except OSError:
+            pass  # the terminal is gone (SIGHUP)
+        sys.exit(128 + stop.signum)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
