@@ -39,6 +39,20 @@ class Unavailable(ServiceError):
     status, code = 503, "backend_unavailable"
 
 
+class StoreUnavailable(Unavailable):
+    """The session store does not answer (its server is down or restarting). Nothing was refused for
+    the request's sake: the same request may succeed once the store is back, and clinvk reconnects by
+    itself."""
+
+    code = "store_unavailable"
+    RETRY_AFTER_SECS = 5
+
+    def __init__(self, message: str = "the session store is unreachable; try again shortly",
+                 field: str | None = None):
+        super().__init__(message, field)
+        self.headers = {"Retry-After": str(self.RETRY_AFTER_SECS)}
+
+
 class ShuttingDown(Exception):
     """The server is shutting down and ended (or would not start) this run: HTTP 503 in every API style.
 

@@ -4,6 +4,8 @@
     def test_x(postgres_db):        # a fresh, empty database of its own: "postgresql://…/t_3f2a…"
     def test_y(redis_service):      # "redis://127.0.0.1:PORT/0", shared: tests use their own key prefixes
     def test_z(redis_server):       # a Redis of the test's own, empty
+    def test_w(own_postgres):       # a PostgreSQL of the test's own: .url(), .pause() stops it, .resume()
+    def test_v(own_redis):          # a Redis of the test's own: .url, .pause(), .resume()
 
 PostgreSQL refuses to run as root, so when the tests run as root (CI does) the server runs as the
 ``postgres`` user the Debian package creates, in a directory under /tmp that user owns.
@@ -62,12 +64,20 @@ class PostgresServer:
     def start(self) -> "PostgresServer":
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.superuser,
                   "-E", "UTF8", "--locale", "C.UTF-8", "--no-sync")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server on its data directory and port (again, after :meth:`pause`)."""
         # Unix socket in our own directory (not /var/run/postgresql); fsync off: test data is throwaway.
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir}"
                    " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
                   "-o", options, "-w", "-t", "60", "start")
-        return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: every open connection is cut, as by a restart or a crash."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{database}"
@@ -102,31 +112,66 @@ def postgres_db(postgres_server) -> str:
     return postgres_server.create_database()
 
 
-@contextmanager
-def running_redis(workdir: Path) -> Iterator[str]:
-    """A redis-server on a free 127.0.0.1 port with its files in ``workdir``; yields its URI."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)")
-    port = free_port()
-    proc = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                             "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=workdir)
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, for tests that stop and restart it (``pause``/``resume``)."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
-    def ready() -> bool:
+
+class RedisServer:
+    """A redis-server on a free 127.0.0.1 port with its files in ``workdir``; ``url`` is its URI."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.executable = shutil.which("redis-server")
+        if self.executable is None:
+            pytest.fail("redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)")
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`pause`: same port, empty)."""
+        self.proc = subprocess.Popen([self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.workdir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir)
+        assert wait_for(self._ready, within=20), "redis-server did not start"
+
+    def pause(self) -> None:
+        """Stop the server: every connection to it is cut."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def _ready(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
 
+
+@contextmanager
+def running_redis(workdir: Path) -> Iterator[str]:
+    """A redis-server on a free 127.0.0.1 port with its files in ``workdir``; yields its URI."""
+    with restartable_redis(workdir) as server:
+        yield server.url
+
+
+@contextmanager
+def restartable_redis(workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(workdir)
     try:
-        assert wait_for(ready, within=20), "redis-server did not start"
-        yield f"redis://127.0.0.1:{port}/0"
+        server.resume()
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.pause()
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +188,12 @@ def redis_server(tmp_path) -> Iterator[str]:
     workdir.mkdir()
     with running_redis(workdir) as url:
         yield url
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, for tests that stop and restart it (``pause``/``resume``)."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    with restartable_redis(workdir) as server:
+        yield server

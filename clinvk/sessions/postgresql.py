@@ -15,6 +15,7 @@ transaction holding an advisory lock, so hosts starting together apply each step
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import threading
@@ -22,12 +23,15 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Iterator
 
+from ..errors import StoreUnavailable
 from ..events import TokenUsage
 from .model import (DEFAULT_OWNER, TOKEN_COLUMNS, AmbiguousSession, Session, SessionNotFound, check_id,
                     check_lookup, check_status, derive_title, utc_now)
 from .postgresql_records import RECORDS_MIGRATION, PostgresRecords
 from .queries import RESUMABLE, id_prefix, matching
 from .store import SessionStore, TurnLease
+
+log = logging.getLogger(__name__)
 
 DEFAULT_POOL_SIZE = 4
 CONNECT_TIMEOUT_SECS = 10
@@ -74,6 +78,21 @@ MIGRATIONS: dict[int, list[str]] = {
     5: RECORDS_MIGRATION,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+
+
+# SQLSTATE classes of a server that is not there for us: connection exceptions, insufficient
+# resources (too many connections), and operator intervention's shutdowns and "starting up".
+_UNREACHABLE_STATES = ("08", "53", "57P")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (a psycopg OperationalError) means the server is down or unreachable, as
+    opposed to a failed statement (a deadlock, a serialization failure, a cancelled query)."""
+    from psycopg_pool import PoolTimeout
+    if isinstance(exc, PoolTimeout):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(_UNREACHABLE_STATES)
 
 
 def row_to_session(row: dict[str, Any]) -> Session:
@@ -138,6 +157,11 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
                     self.url, min_size=1, max_size=self.pool_size, open=True, timeout=CONNECT_TIMEOUT_SECS,
                     # A connection broken by a server restart is found and replaced on checkout.
                     check=ConnectionPool.check_connection,
+                    # While the server is down, reconnection attempts back off (1, 2, 4… s) for this
+                    # long, then the next request starts a fresh series: the pool's default (5 min)
+                    # would let the backoff grow so long that clinvk noticed a returned server only
+                    # minutes later. As long as a request waits, so no waiting request is left behind.
+                    reconnect_timeout=CONNECT_TIMEOUT_SECS,
                     kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECS,
                             "options": "-c timezone=UTC"},
                     name="clinvk-sessions")
@@ -146,9 +170,18 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        """A pooled connection; what it did is committed when the block ends, rolled back on error."""
-        with self._pool().connection() as conn:
-            yield conn
+        """A pooled connection; what it did is committed when the block ends, rolled back on error.
+
+        :raise StoreUnavailable: the server cannot be reached, or went away during the block."""
+        import psycopg
+        try:
+            with self._pool().connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if not is_unreachable(exc):
+                raise
+            log.warning("session store unreachable: %s", exc)
+            raise StoreUnavailable() from exc
 
     def _resolve(self, conn: Any, id_or_prefix: str, owner: str | None, *, lock: bool = False) -> dict[str, Any]:
         prefix = check_lookup(id_or_prefix)

@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify
 
 from ... import __version__
 from ...config import BACKEND_NAMES
+from ...errors import StoreUnavailable
 from . import context
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,10 @@ def health():
     try:
         service.store.check()
         store["session_count"] = service.store.count()
-    except Exception:  # an unusable store makes the server unhealthy, not broken
+    except Exception as exc:  # an unusable store makes the server unhealthy, not broken
         # /health needs no key: the reason (paths, OS errors) goes to the log, not to the caller.
-        log.exception("session store check failed")
+        if not isinstance(exc, StoreUnavailable):  # that one the store has logged already
+            log.exception("session store check failed")
         store = {"available": False, "error": "the session store is not usable (see the server log)"}
     if not store["available"]:
         status = "unhealthy"

@@ -1,0 +1,72 @@
+"""The shared services of several hosts going away and coming back while clinvk runs, on a real
+PostgreSQL and Redis (tests/services.py): a restart costs no request, an outage answers 503 naming
+the session store (never a 500), and clinvk recovers by itself when the service is back."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from clinvk.sessions import postgresql as pg
+from tests.helpers import wait_for
+from tests.services import own_postgres, own_redis  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def pg_client(make_app, own_postgres, monkeypatch):
+    monkeypatch.setattr(pg, "CONNECT_TIMEOUT_SECS", 2)  # how long a request waits for a store that is down
+    app = make_app(session={"store": own_postgres.create_database()})
+    yield app.test_client()
+    app.extensions["clinvk.service"].store.close()
+
+
+def prompt(client, **body):
+    return client.post("/api/v1/prompt", json={"backend": "claude", **body})
+
+
+def test_postgres_restarted_under_a_running_app_costs_no_request(pg_client, own_postgres):
+    first = prompt(pg_client, prompt="before")
+    assert first.status_code == 200, first.text
+    sid = first.json["session_id"]
+    own_postgres.pause()
+    own_postgres.resume()  # every pooled connection is dead now
+    listed = pg_client.get("/api/v1/sessions")
+    assert listed.status_code == 200, listed.text
+    assert listed.json["total"] == 1
+    turn = prompt(pg_client, session_id=sid, prompt="after")
+    assert turn.status_code == 200, turn.text
+    assert pg_client.get(f"/api/v1/sessions/{sid}").json["turn_count"] == 2
+    job = pg_client.post("/api/v1/jobs", json={"backend": "claude", "prompt": "a job"})
+    assert job.status_code == 202, job.text
+    assert wait_for(lambda: pg_client.get(f"/api/v1/jobs/{job.json['id']}").json["status"] == "completed",
+                    within=60)
+    assert pg_client.get("/health").json["session_store"]["available"] is True
+
+
+def unavailable(answer) -> bool:
+    return (answer.status_code == 503 and answer.json["error"] == "store_unavailable"
+            and "session store" in answer.json["message"])
+
+
+def test_postgres_down_answers_503_and_clinvk_recovers_when_it_is_back(pg_client, own_postgres, monkeypatch):
+    from psycopg_pool.base import AttemptWithBackoff
+    # The pool's reconnection backoff as it is after a long outage (1, 2, 4… s grows to minutes).
+    monkeypatch.setattr(AttemptWithBackoff, "INITIAL_DELAY", 60.0)
+    sid = prompt(pg_client, prompt="before").json["session_id"]
+    own_postgres.pause()
+    try:
+        for answer in (pg_client.get("/api/v1/sessions"), pg_client.get(f"/api/v1/sessions/{sid}"),
+                       prompt(pg_client, session_id=sid, prompt="while down"),
+                       prompt(pg_client, prompt="a new session while down"),
+                       pg_client.post("/api/v1/jobs", json={"backend": "claude", "prompt": "a job"})):
+            assert unavailable(answer), answer.text
+        health = pg_client.get("/health")
+        assert health.status_code == 200 and health.json["status"] == "unhealthy"
+        assert health.json["session_store"]["available"] is False
+    finally:
+        own_postgres.resume()
+    back = pg_client.get("/api/v1/sessions")  # the first request after the outage already gets through
+    assert back.status_code == 200 and back.json["total"] == 1, back.text
+    assert prompt(pg_client, session_id=sid, prompt="after").status_code == 200
+    assert pg_client.get("/health").json["status"] == "ok"
