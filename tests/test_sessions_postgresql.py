@@ -79,10 +79,9 @@ def test_config_uri_opens_postgres_and_is_redacted(postgres_db, tmp_path):
 
 def test_unreachable_server_fails_at_start(tmp_path, monkeypatch):
     monkeypatch.setattr(pg, "CONNECT_TIMEOUT_SECS", 2)
-    from psycopg_pool import PoolTimeout
-
+    from clinvk.errors import StoreUnavailable
     from tests.server_process import free_port
-    with pytest.raises(PoolTimeout):
+    with pytest.raises(StoreUnavailable, match="session store is unreachable"):
         PostgresSessionStore(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
 
 
