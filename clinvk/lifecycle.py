@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # the service imports this module
 log = logging.getLogger(__name__)
 
 SHUTTING_DOWN = "shutting_down"  # the error code of a run the server's shutdown ended
-LEASE_LOST = "its session's turn lease was lost (another host may be running the session now)"
 
 
 class CancelToken:
@@ -298,7 +297,8 @@ class RunLifecycle:
 
         process.on_close = closed
         if self.turn is not None:  # another host may take the session over: stop writing to it
-            self.turn.when_lost(functools.partial(process.terminate, LEASE_LOST))
+            turn = self.turn
+            self.turn.when_lost(lambda: process.terminate(turn.reason))
         return process
 
     def finish(self, parsed: ParsedOutput, outcome: ProcessOutcome) -> RunResult:

@@ -4,6 +4,7 @@ the session store (never a 500), and clinvk recovers by itself when the service 
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -70,3 +71,40 @@ def test_postgres_down_answers_503_and_clinvk_recovers_when_it_is_back(pg_client
     assert back.status_code == 200 and back.json["total"] == 1, back.text
     assert prompt(pg_client, session_id=sid, prompt="after").status_code == 200
     assert pg_client.get("/health").json["status"] == "ok"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_turn_running_when_postgres_goes_away_ends_its_cli_and_says_why(
+        make_app, own_postgres, fake_clis, monkeypatch):
+    monkeypatch.setattr(pg, "CONNECT_TIMEOUT_SECS", 1)
+    ttl = 2  # the lease another host could take the session over after, the store being back
+    app = make_app(session={"store": own_postgres.create_database(), "turn_lease_secs": ttl})
+    client = app.test_client()
+    sid = prompt(client, prompt="one").json["session_id"]
+    answers = []
+    turn = threading.Thread(target=lambda: answers.append(prompt(client, session_id=sid, prompt="FAKE_HANG two")))
+    turn.start()
+    try:
+        assert wait_for(lambda: any("two" in (c.get("prompt") or "") for c in fake_clis.calls()), within=30)
+        pid = next(c["pid"] for c in fake_clis.calls() if "two" in (c.get("prompt") or ""))
+        own_postgres.pause()
+        turn.join(60)
+        assert not turn.is_alive(), "the turn is still running with its session store gone"
+        assert not alive(pid)
+        answer = answers[0]  # a failed run, as the native API answers one: exit_code and error
+        assert answer.status_code == 200 and answer.json["exit_code"] != 0, answer.text
+        assert "session store stopped answering" in answer.json["error"], answer.text
+    finally:
+        if own_postgres.data.exists():
+            own_postgres.resume()
+        turn.join(30)
+    assert prompt(client, session_id=sid, prompt="three").status_code == 200
+    app.extensions["clinvk.service"].store.close()

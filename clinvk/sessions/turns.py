@@ -4,8 +4,9 @@
 or raises :class:`~clinvk.errors.SessionBusy` (HTTP 409 ``session_busy`` with ``Retry-After``). While
 held, one thread per process renews every lease of that process; a lease ends when the turn ends.
 A lease found taken when renewed (it expired meanwhile: the store was unreachable or this process
-stalled, and another turn took it) calls :meth:`HeldTurn.when_lost`'s callback: the run ends itself
-rather than write on a transcript another host may now be continuing.
+stalled, and another turn took it), or one that could not be renewed before it expires (the store
+does not answer), calls :meth:`HeldTurn.when_lost`'s callback: the run ends itself rather than write
+on a transcript another host may be continuing by then.
 
 A turn whose process died does not block its session: its lease expires after ``ttl_secs``
 without renewal, and at once when the holder ran on this host and its process is gone (the holder id
@@ -19,10 +20,11 @@ import os
 import secrets
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from ..errors import SessionBusy
+from ..errors import SessionBusy, StoreUnavailable
 from ..grouprecord import start_time
 from .store import SessionStore
 
@@ -30,6 +32,11 @@ log = logging.getLogger(__name__)
 
 TTL_SECS = 30.0  # the default of session.turn_lease_secs
 RETRY_AFTER_SECS = 5  # a turn takes seconds to minutes; the client learns nothing better from us
+
+# Why a turn's run was ended (HeldTurn.reason), as the run's error says it.
+LEASE_TAKEN = "its session's turn lease was lost (another host may be running the session now)"
+STORE_UNREACHABLE = ("the session store stopped answering, so its turn lease could not be renewed "
+                     "(another host may take the session over)")
 
 
 _process: tuple[int, str] = (0, "")  # (pid, "host:pid:start") of this process, once per fork
@@ -59,10 +66,12 @@ def holder_is_dead(holder: str) -> bool:
 class HeldTurn:
     """A turn lease this process holds; :meth:`when_lost` says what to do if it is lost meanwhile."""
 
-    def __init__(self, session_id: str, holder: str):
+    def __init__(self, session_id: str, holder: str, renewed_at: float):
         self.session_id = session_id
         self.holder = holder
+        self.renewed_at = renewed_at  # time.monotonic() when the last successful renewal was sent
         self.lost = False
+        self.reason = ""  # why it was lost: LEASE_TAKEN or STORE_UNREACHABLE
         self._on_lost: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -74,9 +83,9 @@ class HeldTurn:
                 return
         callback()
 
-    def mark_lost(self) -> None:
+    def mark_lost(self, reason: str = LEASE_TAKEN) -> None:
         with self._lock:
-            self.lost = True
+            self.lost, self.reason = True, reason
             callbacks, self._on_lost = self._on_lost, []
         for callback in callbacks:  # ending a run waits for its process: not on the renewing thread
             threading.Thread(target=callback, name="clinvk-turn-lost", daemon=True).start()
@@ -95,6 +104,7 @@ class TurnLeases:
     def hold(self, session_id: str) -> Iterator[HeldTurn]:
         """Hold the turn of ``session_id`` for the block; :class:`SessionBusy` if another turn holds it."""
         holder = holder_id()
+        asked_at = time.monotonic()
         lease = self.store.acquire_turn(session_id, holder, self.ttl_secs)
         if lease.holder != holder and holder_is_dead(lease.holder):
             log.info("session %s: taking over the turn of %s, whose process is gone", session_id, lease.holder)
@@ -102,7 +112,7 @@ class TurnLeases:
         if lease.holder != holder:
             raise SessionBusy(f"session {session_id} is running another turn; send this one when it has "
                               f"finished", "session_id", retry_after=RETRY_AFTER_SECS)
-        held = HeldTurn(session_id, holder)
+        held = HeldTurn(session_id, holder, asked_at)
         self._renew_in_background(held)
         try:
             yield held
@@ -111,6 +121,8 @@ class TurnLeases:
                 self._held.pop((session_id, holder), None)
             try:
                 self.store.release_turn(session_id, holder)
+            except StoreUnavailable:  # logged by the store; the lease expires on its own
+                pass
             except Exception:  # it expires on its own
                 log.exception("could not release the turn of session %s", session_id)
 
@@ -131,11 +143,20 @@ class TurnLeases:
     def _renew_one(self, turn: HeldTurn) -> None:
         if turn.lost:
             return
+        asked_at = time.monotonic()
         try:
             renewed = self.store.renew_turn(turn.session_id, turn.holder, self.ttl_secs)
-        except Exception:  # the store is unreachable now; the lease may still hold: try again
-            log.exception("could not renew the turn lease of session %s", turn.session_id)
+        except Exception as exc:  # the store is unreachable now; the lease may still hold: try again
+            if not isinstance(exc, StoreUnavailable):  # that one the store has logged already
+                log.exception("could not renew the turn lease of session %s", turn.session_id)
+            # The lease ends ttl after the last renewal reached the store, at the latest before the
+            # next attempt would come: stop while it is surely still ours.
+            if time.monotonic() - turn.renewed_at >= self.ttl_secs * 2 / 3:
+                log.warning("session %s: the turn lease of %s could not be renewed before it expires; "
+                            "ending its run", turn.session_id, turn.holder)
+                turn.mark_lost(STORE_UNREACHABLE)
             return
+        turn.renewed_at = asked_at
         if not renewed:
             log.warning("session %s: the turn lease of %s was lost; ending its run", turn.session_id, turn.holder)
             turn.mark_lost()
