@@ -4,6 +4,7 @@ the session store (never a 500), and clinvk recovers by itself when the service 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -108,3 +109,48 @@ def test_a_turn_running_when_postgres_goes_away_ends_its_cli_and_says_why(
         turn.join(30)
     assert prompt(client, session_id=sid, prompt="three").status_code == 200
     app.extensions["clinvk.service"].store.close()
+
+
+ALICE = "sk-alice-key"
+
+
+def test_redis_restarted_or_down_never_fails_a_request_and_counting_returns_to_it(make_app, own_redis, caplog):
+    import redis
+    app = make_app(server={"api_keys": [f"alice:{ALICE}"], "rate_limit_enabled": True, "rate_limit_rps": 100,
+                           "rate_limit_burst": 100, "rate_limit_storage_uri": own_redis.url},
+                   tenants={"alice": {"max_concurrent_runs": 2}})
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {ALICE}"}
+
+    def requests_pass() -> bool:
+        statuses = [client.get("/api/v1/backends", headers=headers).status_code,
+                    client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "hi", "ephemeral": True},
+                                headers=headers).status_code]
+        assert statuses == [200, 200], statuses  # never a 5xx, whatever Redis does
+        return True
+
+    def counted_in_redis() -> bool:
+        requests_pass()
+        keys = redis.Redis.from_url(own_redis.url).keys("*")
+        return any(b"LIMITER" in k or b"clinvk/" in k for k in keys if b"quota" not in k)
+
+    caplog.set_level(logging.INFO)
+    assert counted_in_redis()
+    for outage in ("restart", "down"):
+        own_redis.pause()
+        if outage == "restart":
+            own_redis.resume()  # empty, every connection of the limiter and the gate cut
+        for _ in range(3):
+            requests_pass()
+        if outage == "down":
+            own_redis.resume()
+        assert wait_for(counted_in_redis, within=60, step=0.5), f"counting never returned to Redis after {outage}"
+        said = [r.getMessage() for r in caplog.records]
+        if outage == "down":  # each side logs going away and coming back once (a restart goes unnoticed)
+            assert sum("falling back to in-memory storage" in m for m in said) == 1, said
+            assert sum("Rate limit storage recovered" in m for m in said) == 1, said
+            assert sum("Redis is not answering" in m for m in said) == 1, said
+            assert sum("Redis answers again" in m for m in said) == 1, said
+        caplog.clear()
+    gates = app.extensions["clinvk.service"].tenant_gates
+    assert gates.get("alice", 2, configured=2).running == 0  # every slot given back, Redis or not
