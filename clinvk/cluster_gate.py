@@ -74,12 +74,17 @@ def counts_in_redis(config: Config) -> bool:
     return config.server.rate_limit_storage_uri.startswith(("redis://", "rediss://", "redis+unix://"))
 
 
+# How long a Redis call may take before Redis counts as not answering (a loopback or LAN Redis
+# answers in well under a millisecond): a dead or hung Redis must not hang requests.
+REDIS_TIMEOUTS = {"socket_timeout": 1, "socket_connect_timeout": 1}
+
+
 def redis_client(uri: str) -> Any:
     """A client for ``uri`` that gives up quickly: a gate must not hang a request on a dead Redis."""
     import redis  # the "redis" extra; serve checks it is installed before any worker starts
     if uri.startswith("redis+unix://"):  # the rate limiter's spelling of a Unix socket
         uri = "unix://" + uri.removeprefix("redis+unix://")
-    return redis.Redis.from_url(uri, socket_timeout=1, socket_connect_timeout=1)
+    return redis.Redis.from_url(uri, **REDIS_TIMEOUTS)
 
 
 class RedisGate(Gate):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 
 import pytest
@@ -17,7 +18,7 @@ from tests.services import own_postgres, own_redis  # noqa: F401 (fixtures)
 
 @pytest.fixture
 def pg_client(make_app, own_postgres, monkeypatch):
-    monkeypatch.setattr(pg, "CONNECT_TIMEOUT_SECS", 2)  # how long a request waits for a store that is down
+    monkeypatch.setattr(pg, "CONNECT_TIMEOUT_SECS", 1)  # how long a request waits for a store that is down
     app = make_app(session={"store": own_postgres.create_database()})
     yield app.test_client()
     app.extensions["clinvk.service"].store.close()
@@ -154,3 +155,27 @@ def test_redis_restarted_or_down_never_fails_a_request_and_counting_returns_to_i
         caplog.clear()
     gates = app.extensions["clinvk.service"].tenant_gates
     assert gates.get("alice", 2, configured=2).running == 0  # every slot given back, Redis or not
+
+
+def test_a_hung_redis_never_fails_a_request_and_the_limiter_gives_up_as_soon_as_the_gate(make_app, own_redis):
+    from clinvk.cluster_gate import redis_client
+    app = make_app(server={"api_keys": [f"alice:{ALICE}"], "rate_limit_enabled": True, "rate_limit_rps": 100,
+                           "rate_limit_burst": 100, "rate_limit_storage_uri": own_redis.url},
+                   tenants={"alice": {"max_concurrent_runs": 2}})
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    # Connections are accepted (by the kernel) but never answered: without a timeout of its own, each
+    # request that asks Redis waits for the client library's default.
+    limiter_redis = app.extensions["clinvk.limiter"]._storage.storage
+    gate_redis = redis_client(own_redis.url)
+    for option in ("socket_timeout", "socket_connect_timeout"):
+        assert (limiter_redis.connection_pool.connection_kwargs.get(option)
+                == gate_redis.connection_pool.connection_kwargs[option]), option
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(2):
+            assert client.get("/api/v1/backends", headers=headers).status_code == 200
+            assert client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "hi", "ephemeral": True},
+                               headers=headers).status_code == 200
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)

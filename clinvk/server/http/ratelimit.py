@@ -20,7 +20,8 @@ Counters live in ``rate_limit_storage_uri``: ``memory://`` counts per process (o
 = its own counters, so W workers admit up to W times the limit), ``redis://host:port`` counts once
 for all workers and hosts. If Redis becomes unreachable, each worker falls back to counting in
 memory and goes back to Redis when it answers again; requests are never refused or failed because
-the storage is down.
+the storage is down. A Redis that accepts connections but does not answer (hung, overloaded) is
+given up on after a second, as by the tenant run quota (:mod:`clinvk.cluster_gate`).
 
 Exempt: CORS preflights, ``/health``, ``/metrics``, ``/docs`` and ``/openapi.json``. A refused
 request gets 429 in its API's error shape with ``Retry-After``; every limited response carries
@@ -36,6 +37,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import storage_from_string
 
+from ...cluster_gate import REDIS_TIMEOUTS, counts_in_redis
 from ...config import Config
 from ...redact import redact_uri as redact
 from ...tenants import Tenant
@@ -126,6 +128,8 @@ def init_rate_limits(app: Flask, config: Config) -> Limiter | None:
         application_limits=[limit],  # called per request: the tenant's own limit or the server's
         strategy="moving-window",
         storage_uri=server.rate_limit_storage_uri,
+        # Gives up on a hung Redis as soon as the run quota does (the client's default waits 5 s).
+        storage_options=dict(REDIS_TIMEOUTS) if counts_in_redis(config) else {},
         headers_enabled=True,
         in_memory_fallback_enabled=True,
         # A storage error while another thread is switching to the fallback must not become a 500.
