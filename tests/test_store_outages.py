@@ -28,11 +28,12 @@ def prompt(client, **body):
     return client.post("/api/v1/prompt", json={"backend": "claude", **body})
 
 
-def test_postgres_restarted_under_a_running_app_costs_no_request(pg_client, own_postgres):
+@pytest.mark.parametrize("stop", ["fast", "immediate"])
+def test_postgres_restarted_under_a_running_app_costs_no_request(pg_client, own_postgres, stop):
     first = prompt(pg_client, prompt="before")
     assert first.status_code == 200, first.text
     sid = first.json["session_id"]
-    own_postgres.pause()
+    own_postgres.pause(stop)
     own_postgres.resume()  # every pooled connection is dead now
     listed = pg_client.get("/api/v1/sessions")
     assert listed.status_code == 200, listed.text

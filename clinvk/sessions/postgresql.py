@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import threading
 from contextlib import contextmanager
 from datetime import timedelta
@@ -95,6 +96,15 @@ def is_unreachable(exc: BaseException) -> bool:
     return state is None or state.startswith(_UNREACHABLE_STATES)
 
 
+def closed_by_server(conn: Any) -> bool:
+    """Whether the server has closed this idle connection (a restart, a crash, an idle timeout).
+
+    A server that ends a connection says so, or at least closes the socket, so the socket of an idle
+    connection has something to read only then (clinvk listens for no notifications): one poll,
+    without a round trip. A healthy connection that did get a message is only replaced."""
+    return bool(conn.closed or select.select([conn.fileno()], [], [], 0)[0])
+
+
 def row_to_session(row: dict[str, Any]) -> Session:
     return Session(
         id=row["id"], backend=row["backend"], created_at=row["created_at"], last_used=row["last_used"],
@@ -155,8 +165,6 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
                 # (closing it would close the parent's connections) and open our own.
                 self._pool_obj = ConnectionPool(
                     self.url, min_size=1, max_size=self.pool_size, open=True, timeout=CONNECT_TIMEOUT_SECS,
-                    # A connection broken by a server restart is found and replaced on checkout.
-                    check=ConnectionPool.check_connection,
                     # While the server is down, reconnection attempts back off (1, 2, 4… s) for this
                     # long, then the next request starts a fresh series: the pool's default (5 min)
                     # would let the backoff grow so long that clinvk noticed a returned server only
@@ -174,14 +182,31 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
 
         :raise StoreUnavailable: the server cannot be reached, or went away during the block."""
         import psycopg
+        pool = self._pool()
         try:
-            with self._pool().connection() as conn:
-                yield conn
+            conn = self._live_connection(pool)
+            try:
+                with conn:  # psycopg's connection block: commit, or roll back on error
+                    yield conn
+            finally:
+                pool.putconn(conn)
         except psycopg.OperationalError as exc:
             if not is_unreachable(exc):
                 raise
             log.warning("session store unreachable: %s", exc)
             raise StoreUnavailable() from exc
+
+    def _live_connection(self, pool: Any) -> Any:
+        """A connection from ``pool`` that the server has not closed since it was used: after a
+        restart every idle one is dead, and each is dropped at once (the pool's own ``check`` would
+        back off a second, then two, four… between them, and cost a round trip every time)."""
+        for _ in range(self.pool_size):
+            conn = pool.getconn()
+            if not closed_by_server(conn):
+                return conn
+            conn.close()
+            pool.putconn(conn)  # a closed connection is discarded and replaced
+        return pool.getconn()  # every idle one was dead: this one is new, or in use until now
 
     def _resolve(self, conn: Any, id_or_prefix: str, owner: str | None, *, lock: bool = False) -> dict[str, Any]:
         prefix = check_lookup(id_or_prefix)
