@@ -65,6 +65,9 @@ def test_postgres_down_answers_503_and_clinvk_recovers_when_it_is_back(pg_client
                        prompt(pg_client, prompt="a new session while down"),
                        pg_client.post("/api/v1/jobs", json={"backend": "claude", "prompt": "a job"})):
             assert unavailable(answer), answer.text
+        answer = pg_client.post("/openai/v1/responses", json={"model": "claude", "input": "hi"})
+        assert answer.status_code == 503 and answer.json["error"]["code"] == "store_unavailable", answer.text
+        assert answer.headers["Retry-After"] == "5" and "x-should-retry" not in answer.headers  # nothing ran
         health = pg_client.get("/health")
         assert health.status_code == 200 and health.json["status"] == "unhealthy"
         assert health.json["session_store"]["available"] is False
