@@ -94,6 +94,7 @@ class RedisGate(Gate):
                  lease_secs: float, fallback: Gate, label: str):
         super().__init__(limit, max_queued, queue_timeout, label)
         self.client = client
+        self.name = name
         self.runs_key = f"clinvk:quota:{name}:runs"
         self.queued_key = f"clinvk:quota:{name}:queued"
         self.lease_ms = max(1, int(lease_secs * 1000))
@@ -235,13 +236,13 @@ class RedisGate(Gate):
     def _report_unreachable(self, exc: BaseException) -> None:
         if not self._unreachable:
             self._unreachable = True
-            log.warning("%s: Redis is not answering (%s); counting on this host until it is back",
-                        self.label, exc)
+            log.warning("run quota of tenant %r: Redis is not answering (%s); counting on this host until "
+                        "it is back", self.name, exc)
 
     def _report_reachable(self) -> None:
         if self._unreachable:
             self._unreachable = False
-            log.warning("%s: Redis answers again; counting across hosts", self.label)
+            log.warning("run quota of tenant %r: Redis answers again; counting across hosts", self.name)
 
 
 class _Unreachable(Exception):
