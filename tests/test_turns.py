@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from clinvk.errors import SessionBusy
+from clinvk.errors import SessionBusy, StoreUnavailable
 from clinvk.sessions import SqliteSessionStore
-from clinvk.sessions.turns import TurnLeases, holder_id, holder_is_dead
+from clinvk.sessions.turns import STORE_UNREACHABLE, TurnLeases, holder_id, holder_is_dead
 from tests.helpers import wait_for
 from tests.server_process import ServerProcess
 
@@ -94,6 +94,26 @@ def test_turn_leases_hold_renew_and_refuse(store):
                 pass
     with TurnLeases(store).hold(sid):  # released
         pass
+
+
+def test_turns_that_cannot_be_renewed_end_before_their_lease_and_a_down_store_is_asked_once_a_round(store):
+    """The store stops answering (each ask waits for its connection timeout): every held turn is
+    ended before its lease could expire, and one failed ask a round stands for all turns."""
+    sids = [store.create(backend="claude").id for _ in range(3)]
+    asks = []
+
+    def unreachable(session_id, holder, ttl):
+        asks.append(time.monotonic())
+        raise StoreUnavailable()
+
+    leases = TurnLeases(store, ttl_secs=0.6)
+    with leases.hold(sids[0]) as one, leases.hold(sids[1]) as two, leases.hold(sids[2]) as three:
+        store.renew_turn = unreachable
+        assert wait_for(lambda: one.lost and two.lost and three.lost, within=10)
+        assert {t.reason for t in (one, two, three)} == {STORE_UNREACHABLE}
+        rounds = len(asks)
+    # The lease of 0.6 s is renewed every 0.2 s: lost after two failed rounds, one ask each.
+    assert rounds <= 3, asks
 
 
 # -- the API ---------------------------------------------------------------------------------------------

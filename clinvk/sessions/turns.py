@@ -137,14 +137,19 @@ class TurnLeases:
         while not self._wake.wait(self.ttl_secs / 3):
             with self._lock:
                 held = list(self._held.values())
+            store_down = False  # then the other turns of this round are not asked for: each ask waits
             for turn in held:
-                self._renew_one(turn)
+                store_down = not self._renew_one(turn, ask=not store_down) or store_down
 
-    def _renew_one(self, turn: HeldTurn) -> None:
+    def _renew_one(self, turn: HeldTurn, *, ask: bool = True) -> bool:
+        """Renew ``turn``'s lease; False when the store does not answer (``ask`` False: it was found
+        down a moment ago, so only what that means for the lease is decided)."""
         if turn.lost:
-            return
+            return True
         asked_at = time.monotonic()
         try:
+            if not ask:
+                raise StoreUnavailable()
             renewed = self.store.renew_turn(turn.session_id, turn.holder, self.ttl_secs)
         except Exception as exc:  # the store is unreachable now; the lease may still hold: try again
             if not isinstance(exc, StoreUnavailable):  # that one the store has logged already
@@ -155,8 +160,9 @@ class TurnLeases:
                 log.warning("session %s: the turn lease of %s could not be renewed before it expires; "
                             "ending its run", turn.session_id, turn.holder)
                 turn.mark_lost(STORE_UNREACHABLE)
-            return
+            return not isinstance(exc, StoreUnavailable)
         turn.renewed_at = asked_at
         if not renewed:
             log.warning("session %s: the turn lease of %s was lost; ending its run", turn.session_id, turn.holder)
             turn.mark_lost()
+        return True
