@@ -168,7 +168,7 @@ class PostgresSessionStore(PostgresRecords, SessionStore):
                     # While the server is down, reconnection attempts back off (1, 2, 4… s) for this
                     # long, then the next request starts a fresh series: the pool's default (5 min)
                     # would let the backoff grow so long that clinvk noticed a returned server only
-                    # minutes later. As long as a request waits, so no waiting request is left behind.
+                    # minutes later. As long as a request waits: no waiting request is left without attempts.
                     reconnect_timeout=CONNECT_TIMEOUT_SECS,
                     kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECS,
                             "options": "-c timezone=UTC"},
