@@ -4,6 +4,7 @@ do not cross fork, a URI in the config (the shared contract is in tests/test_ses
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 import psycopg
 import pytest
@@ -122,3 +123,28 @@ def test_concurrent_acquires_have_one_winner(postgres_db):
         holders = list(pool.map(lambda i: store.acquire_turn(s.id, f"h{i}", 30).holder, range(8)))
     assert len(set(holders)) == 1
     store.close()
+
+
+def test_a_dead_connection_is_seen_on_any_descriptor_number():
+    """A busy worker's connections get descriptor numbers above select()'s limit (1024); the check for
+    a connection the server closed must work there too, not raise."""
+    import socket
+
+    class Connection:  # what closed_by_server reads of a psycopg connection
+        closed = False
+
+        def __init__(self, fd):
+            self.fd = fd
+
+        def fileno(self):
+            return self.fd
+
+    ours, server = socket.socketpair()
+    high = os.dup2(ours.fileno(), 1500)
+    try:
+        assert pg.closed_by_server(Connection(high)) is False  # nothing to read: alive
+        server.close()  # the server ends the connection
+        assert pg.closed_by_server(Connection(high)) is True
+    finally:
+        os.close(high)
+        ours.close()

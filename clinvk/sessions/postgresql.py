@@ -101,8 +101,13 @@ def closed_by_server(conn: Any) -> bool:
 
     A server that ends a connection says so, or at least closes the socket, so the socket of an idle
     connection has something to read only then (clinvk listens for no notifications): one poll,
-    without a round trip. A healthy connection that did get a message is only replaced."""
-    return bool(conn.closed or select.select([conn.fileno()], [], [], 0)[0])
+    without a round trip. A healthy connection that did get a message is only replaced. ``poll``, not
+    ``select``: a busy worker's descriptors go past select's limit of 1024."""
+    if conn.closed:
+        return True
+    readable = select.poll()
+    readable.register(conn.fileno(), select.POLLIN)
+    return bool(readable.poll(0))
 
 
 def row_to_session(row: dict[str, Any]) -> Session:
