@@ -183,3 +183,18 @@ def test_a_hung_redis_never_fails_a_request_and_the_limiter_gives_up_as_soon_as_
                                headers=headers).status_code == 200
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
+
+
+def test_the_openapi_document_names_the_store_outage_where_the_store_is_used(client):
+    paths = client.get("/openapi.json").json["paths"]
+    for path, method in [("/api/v1/sessions", "get"), ("/api/v1/sessions/{session_id}", "delete"),
+                         ("/api/v1/prompt", "post"), ("/api/v1/jobs/{job_id}", "get"),
+                         ("/openai/v1/responses/{response_id}", "get")]:
+        answer = paths[path][method]["responses"]["503"]
+        assert "store_unavailable" in answer["description"], (path, method)
+        assert "Retry-After" in answer["headers"], (path, method)
+    prompt_503 = paths["/api/v1/prompt"]["post"]["responses"]["503"]["description"]
+    assert "Backend not available" in prompt_503  # the view's own reason is kept beside it
+    assert "application/json" in paths["/openai/v1/responses/{response_id}"]["get"]["responses"]["503"]["content"]
+    for path, method in [("/api/v1/backends", "get"), ("/openai/v1/models", "get"), ("/health", "get")]:
+        assert "503" not in paths[path][method]["responses"], (path, method)

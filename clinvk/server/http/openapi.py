@@ -48,10 +48,17 @@ def build_spec(app: Flask) -> dict:
     return document_common_errors(document)
 
 
+# The paths whose answers read or write the session store (sessions, jobs, stored responses).
+STORE_PATHS = ("/api/v1/prompt", "/api/v1/sessions", "/api/v1/parallel", "/api/v1/chain", "/api/v1/compare",
+               "/api/v1/jobs", "/openai/v1/responses")
+STORE_DOWN = "The session store does not answer (store_unavailable: PostgreSQL down or restarting), with Retry-After"
+
+
 def document_common_errors(document: dict) -> dict:
     """Add the answers every operation can give because of the request hooks (:mod:`.security`, the
     rate limiter) to the OpenAPI document (401 with keys on, 429 when limited; 400/408/413/415 for a request body), each
-    in its API's own error shape. Entries a view documents itself are kept."""
+    in its API's own error shape, and 503 where the session store is used (a PostgreSQL store can be down). Entries a
+    view documents itself are kept (a 503 of its own gains the store's reason beside it)."""
 
     def error(description: str, path: str, headers: dict | None = None) -> dict:
         if path.startswith("/openai/"):
@@ -68,6 +75,8 @@ def document_common_errors(document: dict) -> dict:
     retry_after = {"Retry-After": {"description": "Seconds to wait before trying again", "required": True,
                                    "schema": {"type": "integer", "minimum": 1}}}
     www_auth = {"WWW-Authenticate": {"description": "Bearer", "required": True, "schema": {"type": "string"}}}
+    store_retry_after = {"Retry-After": {**retry_after["Retry-After"], "required": False,
+                                         "description": "With store_unavailable: seconds to wait before trying again"}}
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -86,9 +95,14 @@ def document_common_errors(document: dict) -> dict:
                 common["408"] = error("The request body stopped arriving (server.read_timeout_secs)", path)
                 common["413"] = error("Request body larger than server.max_request_body_bytes", path)
                 common["415"] = error("Content-Type is not application/json (a JSON body needs a JSON content type)", path)
+            if path.startswith(STORE_PATHS):
+                common["503"] = error(STORE_DOWN, path, store_retry_after)
             for status, response in common.items():
                 if status not in responses:
                     responses[status] = response
-                elif "headers" in response:
+                    continue
+                if status == "503":
+                    responses[status]["description"] += f"; or {STORE_DOWN[0].lower()}{STORE_DOWN[1:]}"
+                if "headers" in response:
                     responses[status].setdefault("headers", {}).update(response["headers"])
     return document
