@@ -16,7 +16,8 @@ from .params import prompt_options
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  success
-  1  a backend run failed (error, timeout, CLI not available)
+  1  a backend run failed (error, timeout, CLI not available); clinvk jobs: the job
+     did not complete, or the server failed, refused the key or was busy
   2  usage error (bad option, file, config or session id)
   130  interrupted (Ctrl+C); running CLIs are killed
   143, 129  stopped by SIGTERM, SIGHUP (terminal closed); running CLIs are killed"""
