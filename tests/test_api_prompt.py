@@ -318,6 +318,31 @@ def test_openapi_document(client):
     assert "session_id" in spec["components"]["schemas"]["PromptRequestSchema"]["properties"]
 
 
+SHUTDOWN_REFUSED = {  # every operation that runs a CLI while the request waits, with a body that would run
+    "/api/v1/prompt": {"backend": "claude", "prompt": "hi"},
+    "/api/v1/parallel": {"tasks": [{"backend": "claude", "prompt": "hi"}]},
+    "/api/v1/chain": {"steps": [{"backend": "claude", "prompt": "hi"}]},
+    "/api/v1/compare": {"backends": ["claude", "codex"], "prompt": "hi"},
+    "/openai/v1/chat/completions": {"model": "claude", "messages": [{"role": "user", "content": "hi"}]},
+    "/openai/v1/responses": {"model": "claude", "input": "hi"},
+    "/anthropic/v1/messages": {"model": "claude", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+}
+
+
+def test_runs_refused_by_shutdown_are_503_and_the_openapi_document_says_so(client, monkeypatch):
+    from clinvk import runner
+
+    paths = client.get("/openapi.json").json["paths"]
+    monkeypatch.setattr(runner._LIVE, "closed", "SIGTERM")  # what stop_all does on SIGTERM
+    for path, body in SHUTDOWN_REFUSED.items():
+        response = client.post(path, json=body)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1", (path, response.json)
+        assert "shutting down" in json.dumps(response.json), path
+        documented = paths[path]["post"]["responses"]["503"]
+        assert "shutting_down" in documented["description"], path
+        assert "shutting_down" in documented["headers"]["Retry-After"]["description"], path
+
+
 def test_stream_closed_before_reading_ends_the_run(quick_keepalive_app, fake_clis, monkeypatch):
     monkeypatch.setenv("FAKE_SPAWN_CHILD", "1")
     response = quick_keepalive_app.test_client().post("/api/v1/prompt", buffered=False, json={

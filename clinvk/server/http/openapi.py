@@ -52,13 +52,19 @@ def build_spec(app: Flask) -> dict:
 STORE_PATHS = ("/api/v1/prompt", "/api/v1/sessions", "/api/v1/parallel", "/api/v1/chain", "/api/v1/compare",
                "/api/v1/jobs", "/openai/v1/responses")
 STORE_DOWN = "The session store does not answer (store_unavailable: PostgreSQL down or restarting), with Retry-After"
+# The operations that run a CLI while the request waits: on SIGTERM, one not yet answered gets 503.
+RUN_OPERATIONS = {("/api/v1/prompt", "post"), ("/api/v1/parallel", "post"), ("/api/v1/chain", "post"),
+                  ("/api/v1/compare", "post"), ("/openai/v1/chat/completions", "post"),
+                  ("/openai/v1/responses", "post"), ("/anthropic/v1/messages", "post")}
+SHUTTING_DOWN = "The server is shutting down (shutting_down), with Retry-After"
 
 
 def document_common_errors(document: dict) -> dict:
     """Add the answers every operation can give because of the request hooks (:mod:`.security`, the
     rate limiter) to the OpenAPI document (401 with keys on, 429 when limited; 400/408/413/415 for a request body), each
-    in its API's own error shape, and 503 where the session store is used (a PostgreSQL store can be down). Entries a
-    view documents itself are kept (a 503 of its own gains the store's reason beside it)."""
+    in its API's own error shape, and 503 where the session store is used (a PostgreSQL store can be down) or a run
+    can be refused by the server's shutdown. Entries a view documents itself are kept (a 503 of its own gains the
+    other reasons beside it)."""
 
     def error(description: str, path: str, headers: dict | None = None) -> dict:
         if path.startswith("/openai/"):
@@ -75,8 +81,11 @@ def document_common_errors(document: dict) -> dict:
     retry_after = {"Retry-After": {"description": "Seconds to wait before trying again", "required": True,
                                    "schema": {"type": "integer", "minimum": 1}}}
     www_auth = {"WWW-Authenticate": {"description": "Bearer", "required": True, "schema": {"type": "string"}}}
-    store_retry_after = {"Retry-After": {**retry_after["Retry-After"], "required": False,
-                                         "description": "With store_unavailable: seconds to wait before trying again"}}
+
+    def unavailable_retry_after(codes: list[str]) -> dict:
+        return {"Retry-After": {**retry_after["Retry-After"], "required": False,
+                                "description": f"With {' or '.join(codes)}: seconds to wait before trying again"}}
+
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -95,14 +104,21 @@ def document_common_errors(document: dict) -> dict:
                 common["408"] = error("The request body stopped arriving (server.read_timeout_secs)", path)
                 common["413"] = error("Request body larger than server.max_request_body_bytes", path)
                 common["415"] = error("Content-Type is not application/json (a JSON body needs a JSON content type)", path)
+            unavailable = {}  # error code -> why
             if path.startswith(STORE_PATHS):
-                common["503"] = error(STORE_DOWN, path, store_retry_after)
+                unavailable["store_unavailable"] = STORE_DOWN
+            if (path, method.lower()) in RUN_OPERATIONS:
+                unavailable["shutting_down"] = SHUTTING_DOWN
+            if unavailable:
+                reasons = "; or ".join(r[0].lower() + r[1:] for r in unavailable.values())
+                common["503"] = error(reasons[0].upper() + reasons[1:], path,
+                                      unavailable_retry_after(list(unavailable)))
             for status, response in common.items():
                 if status not in responses:
                     responses[status] = response
                     continue
                 if status == "503":
-                    responses[status]["description"] += f"; or {STORE_DOWN[0].lower()}{STORE_DOWN[1:]}"
+                    responses[status]["description"] += f"; or {reasons}"
                 if "headers" in response:
                     responses[status].setdefault("headers", {}).update(response["headers"])
     return document
