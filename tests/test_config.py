@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 
 from clinvk.config import (
     BACKEND_NAMES, DEFAULT_BLOCKED_WORKDIR_PREFIXES, EXAMPLE_CONFIG, BackendConfig, Config,
-    ConfigError, default_config_path, load_config, set_config_value,
+    ConfigError, TenantConfig, default_config_path, load_config, set_config_value,
 )
 
 
@@ -394,6 +395,14 @@ def test_example_config_mentions_every_key():
     example = set(leaves(yaml.safe_load(EXAMPLE_CONFIG.read_text())))
     expected = set(leaves(Config(home=Path("/h")).to_dict())) - {"server.api_keys"}
     assert example == expected
+
+
+def test_example_config_shows_every_tenant_setting():
+    """Tenants are a commented example (the file itself sets none); it names each TenantConfig field."""
+    text = EXAMPLE_CONFIG.read_text()
+    commented = yaml.safe_load("\n".join(line[1:] for line in text[text.index("#   tenants:"):].splitlines()
+                                         if line.startswith("#   ")))
+    assert set(commented["tenants"]["alice"]) == {f.name for f in dataclasses.fields(TenantConfig)} - {"name"}
 
 
 @pytest.mark.parametrize("key", ["output.color", "parallel.aggregate_output", "unified_flags.max_tokens",
