@@ -344,6 +344,7 @@ class _LiveRuns:
 
 
 _LIVE = _LiveRuns()
+check_open = _LIVE.check_open  # ShuttingDown once the server has begun to stop: no new run is taken on
 terminate_all = _LIVE.terminate_all
 stop_all = _LIVE.stop_all
 # For processes started elsewhere (the warm pool's): shutdown and a dead worker's cleanup end them too.

@@ -318,8 +318,9 @@ def test_openapi_document(client):
     assert "session_id" in spec["components"]["schemas"]["PromptRequestSchema"]["properties"]
 
 
-SHUTDOWN_REFUSED = {  # every operation that runs a CLI while the request waits, with a body that would run
+SHUTDOWN_REFUSED = {  # every operation that starts a CLI run, with a body that would run
     "/api/v1/prompt": {"backend": "claude", "prompt": "hi"},
+    "/api/v1/jobs": {"backend": "claude", "prompt": "hi"},  # a job would only fail when it starts
     "/api/v1/parallel": {"tasks": [{"backend": "claude", "prompt": "hi"}]},
     "/api/v1/chain": {"steps": [{"backend": "claude", "prompt": "hi"}]},
     "/api/v1/compare": {"backends": ["claude", "codex"], "prompt": "hi"},

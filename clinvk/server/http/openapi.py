@@ -52,9 +52,9 @@ def build_spec(app: Flask) -> dict:
 STORE_PATHS = ("/api/v1/prompt", "/api/v1/sessions", "/api/v1/parallel", "/api/v1/chain", "/api/v1/compare",
                "/api/v1/jobs", "/openai/v1/responses")
 STORE_DOWN = "The session store does not answer (store_unavailable: PostgreSQL down or restarting), with Retry-After"
-# The operations that run a CLI while the request waits: on SIGTERM, one not yet answered gets 503.
-RUN_OPERATIONS = {("/api/v1/prompt", "post"), ("/api/v1/parallel", "post"), ("/api/v1/chain", "post"),
-                  ("/api/v1/compare", "post"), ("/openai/v1/chat/completions", "post"),
+# The operations that start a CLI run: on SIGTERM, one not yet answered gets 503 (a job is not taken).
+RUN_OPERATIONS = {("/api/v1/prompt", "post"), ("/api/v1/jobs", "post"), ("/api/v1/parallel", "post"),
+                  ("/api/v1/chain", "post"), ("/api/v1/compare", "post"), ("/openai/v1/chat/completions", "post"),
                   ("/openai/v1/responses", "post"), ("/anthropic/v1/messages", "post")}
 SHUTTING_DOWN = "The server is shutting down (shutting_down), with Retry-After"
 

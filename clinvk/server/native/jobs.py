@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 
 from ...jobs import work as job_work
 from ...jobs.model import KINDS, JobLimit, JobNotFound
+from ...runner import check_open
 from ..http.bodies import json_body, load
 from ..http.context import for_caller, jobs, settings, tenant
 from ..http.errors import ApiError
@@ -74,6 +75,7 @@ def submit_job():
         raise ApiError(422, f"invalid request: body.kind: {message}", code="validation_failed",
                        errors=[{"field": "body.kind", "message": message}])
     spec = load(schemas.REQUEST_SCHEMAS[kind], body)
+    check_open()  # a stopping server takes no job it would only fail (503 shutting_down)
     runner = jobs()
     work = job_work.build(for_caller(runner.service), kind, spec)  # a ServiceError is this request's 4xx
     try:
