@@ -89,13 +89,6 @@ TEMPLATES = {
 SKIPPED = {".system", "store", "cache"}
 
 
-def _digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 @dataclass
 class CliHome:
     """A session's (or a throwaway) home for one backend, attached for one run."""
@@ -143,8 +136,9 @@ class CliHome:
             if copy:
                 if target.is_symlink():
                     target.unlink()
-                _atomic_copy(source, target)
-                self._copied.append((source, target, _digest(target)))
+                login = source.read_bytes()
+                _atomic_write(login, target)
+                self._copied.append((source, target, hashlib.sha256(login).hexdigest()))
             else:
                 if not (target.is_symlink() and os.readlink(target) == str(source)):
                     _replace_with_link(target, source)
@@ -179,10 +173,6 @@ def _own_file_bytes(path: Path) -> bytes | None:
         return None
     with os.fdopen(fd, "rb") as file:
         return file.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    _atomic_write(source.read_bytes(), target)
 
 
 def _atomic_write(data: bytes, target: Path) -> None:
